@@ -1,0 +1,371 @@
+"""The config schema: the one source of truth for every YAML key, its type, range and default.
+
+Each YAML block is a frozen pydantic model that forbids unknown keys.  ``load_config`` reads a YAML
+file, applies ``--set key=value`` overrides and validates everything before any data is touched; a
+problem becomes one ``ConfigError`` paragraph naming the file, the key, what was expected and what
+was found.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipeline.errors import ConfigError
+from pipeline.policies import RESERVED_POLICY_NAMES, PolicySpec, make_policy_spec
+
+METRIC_NAMES = ("AUC", "CTR", "Precision", "Recall", "NDCG", "MAP")
+
+#: TextWiser components that work offline and deterministically.  Word/USE/Compound-pretrained options
+#: download models at run time (forbidden here) and Doc2Vec/Random are not reproducible across runs.
+OFFLINE_TEXT_EMBEDDINGS = ("tfidf", "bow")
+OFFLINE_TEXT_TRANSFORMATIONS = ("svd", "nmf", "lda")
+
+
+class Strict(BaseModel):
+    """Base of every config block: unknown keys are errors and values are immutable once validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+# --------------------------------------------------------------------------------------------- data
+class EffectsConfig(Strict):
+    """Weights of the hidden click model's terms (each term has unit spread before weighting)."""
+
+    item_quality: float = Field(0.6, ge=0, description="item's own appeal, hinted by its text")
+    segment_category: float = Field(0.8, ge=0, description="age group x gender affinity to categories")
+    traffic_source_category: float = Field(0.4, ge=0, description="traffic source x category")
+    time_category: float = Field(0.5, ge=0, description="daypart and weekend x category")
+    device_category: float = Field(0.3, ge=0, description="device x category")
+    style_affinity: float = Field(0.6, ge=0, description="membership tier and location x item style (in text)")
+    price_sensitivity: float = Field(0.5, ge=0, description="non-linear in age: young and old users avoid high prices")
+    nonlinear: float = Field(0.5, ge=0, description="random tanh network over user, context and item attributes")
+    user_taste: float = Field(0.3, ge=0, description="per-user hidden taste no feature reveals (irreducible)")
+
+
+class SyntheticConfig(Strict):
+    n_users: int = Field(2000, ge=1)
+    n_items: int = Field(200, ge=2)
+    n_categories: int = Field(10, ge=2, le=10, description="categories used, from the 10 templates")
+    n_events: int = Field(10_000, ge=10)
+    n_days: int = Field(28, ge=1)
+    start_date: date = date(2026, 1, 5)
+    base_ctr: float = Field(0.05, gt=0, lt=1, description="mean click probability under uniform logging")
+    seed: int | None = Field(None, description="data seed; null uses the top-level seed")
+    effects: EffectsConfig = EffectsConfig()
+
+
+class ColumnNames(Strict):
+    """Names of the interaction columns in the user's files (renamed internally to the keys here)."""
+
+    user_id: str = "user_id"
+    item_id: str = "item_id"
+    response: str = "response"
+    propensity: str = Field("propensity", description="optional column; used when present")
+    timestamp: str = Field("timestamp", description="optional column; needed by split.method=temporal")
+
+
+class FilesConfig(Strict):
+    interactions: Path | None = Field(None, description="one file, split by time or folds")
+    train: Path | None = Field(None, description="a separate train file (with test)")
+    test: Path | None = Field(None, description="a separate test file (with train)")
+    user_features: Path | None = None
+    item_features: Path | None = None
+    columns: ColumnNames = ColumnNames()
+    event_context: list[str] = Field(
+        default_factory=list,
+        description="interaction columns that describe the moment (device, page...); makes each event a context",
+    )
+
+    @model_validator(mode="after")
+    def _one_layout(self) -> "FilesConfig":
+        if self.interactions is not None and (self.train is not None or self.test is not None):
+            raise ValueError("give either 'interactions' or 'train' and 'test', not both")
+        if self.interactions is None and (self.train is None or self.test is None):
+            raise ValueError("give 'interactions' (one file) or both 'train' and 'test'")
+        return self
+
+
+class DataConfig(Strict):
+    source: Literal["synthetic", "files"] = "synthetic"
+    synthetic: SyntheticConfig = SyntheticConfig()
+    files: FilesConfig | None = None
+
+    @model_validator(mode="after")
+    def _files_given(self) -> "DataConfig":
+        if self.source == "files" and self.files is None:
+            raise ValueError("source is 'files' but the 'files' block is missing")
+        return self
+
+
+class SplitConfig(Strict):
+    method: Literal["temporal", "kfold", "given"] | None = Field(
+        None, description="null: 'given' with train/test files, else 'temporal'"
+    )
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="share of the latest events held out (temporal)")
+    n_folds: int = Field(5, ge=2, description="folds for kfold; users never straddle folds")
+
+
+# ----------------------------------------------------------------------------------------- features
+class ItemTextConfig(Strict):
+    columns: list[str] = Field(default_factory=lambda: ["name", "description"])
+    text_schema: dict[str, Any] | list[Any] | str = Field(
+        default_factory=lambda: {"transform": ["tfidf", ["svd", {"n_components": 16}]]},
+        alias="schema",
+        description="TextWiser schema",
+    )
+
+    @field_validator("text_schema")
+    @classmethod
+    def _offline_only(cls, schema: Any) -> Any:
+        for component in _schema_components(schema):
+            if component not in OFFLINE_TEXT_EMBEDDINGS + OFFLINE_TEXT_TRANSFORMATIONS:
+                raise ValueError(
+                    f"TextWiser component {component!r} is not supported: it needs a pretrained download or is not "
+                    f"reproducible; use embeddings {OFFLINE_TEXT_EMBEDDINGS} then transformations "
+                    f"{OFFLINE_TEXT_TRANSFORMATIONS}"
+                )
+        return schema
+
+
+def _schema_components(schema: Any) -> list[str]:
+    """Names of the embeddings/transformations in a TextWiser schema (str, [name, params], or dicts)."""
+    if isinstance(schema, str):
+        return [schema.lower()]
+    if isinstance(schema, dict):
+        if set(schema) - {"transform", "concat"} or len(schema) != 1:
+            raise ValueError(f"a TextWiser schema block has one key, 'transform' or 'concat'; got {sorted(schema)}")
+        return [name for part in next(iter(schema.values())) for name in _schema_components(part)]
+    if isinstance(schema, list) and len(schema) == 2 and isinstance(schema[0], str) and isinstance(schema[1], dict):
+        return [schema[0].lower()]
+    raise ValueError(f"cannot read TextWiser schema part {schema!r}")
+
+
+class FeaturesConfig(Strict):
+    item_text: ItemTextConfig = ItemTextConfig()
+    item_categorical: list[str] | None = Field(None, description="null: inferred from column types")
+    item_numeric: list[str] | None = Field(None, description="null: inferred from column types")
+    context_categorical: list[str] | None = Field(None, description="user + event context; null: inferred")
+    context_numeric: list[str] | None = Field(None, description="user + event context; null: inferred")
+    exclude: list[str] = Field(default_factory=list, description="feature columns to ignore")
+    time_flags: bool = Field(False, description="add daypart and weekend flags from the timestamp (per event)")
+
+
+# ----------------------------------------------------------------------------------------- policies
+class PolicyConfig(Strict):
+    learning_policy: str = Field(description="any MABWiser LearningPolicy name")
+    params: dict[str, Any] = Field(default_factory=dict, description="its parameters (alpha, epsilon, ...)")
+    neighborhood_policy: str | None = Field(None, description="any MABWiser NeighborhoodPolicy name")
+    neighborhood_params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known_to_mabwiser(self) -> "PolicyConfig":
+        self.to_spec("check")
+        return self
+
+    def to_spec(self, name: str) -> PolicySpec:
+        return make_policy_spec(name, **self.model_dump())
+
+
+def _default_policies() -> dict[str, PolicyConfig]:
+    return {
+        "Random": PolicyConfig(learning_policy="Random"),
+        "Popularity": PolicyConfig(learning_policy="Popularity"),
+        "LinGreedy": PolicyConfig(learning_policy="LinGreedy", params={"epsilon": 0.1, "l2_lambda": 1.0}),
+        "LinUCB": PolicyConfig(learning_policy="LinUCB", params={"alpha": 1.0, "l2_lambda": 1.0}),
+        "LinTS": PolicyConfig(learning_policy="LinTS", params={"alpha": 1.0, "l2_lambda": 1.0}),
+        "ClustersTS": PolicyConfig(
+            learning_policy="ThompsonSampling", neighborhood_policy="Clusters", neighborhood_params={"n_clusters": 10}
+        ),
+    }
+
+
+# --------------------------------------------------------------------------------------- evaluation
+class EvaluationConfig(Strict):
+    top_k: int = Field(10, ge=1, description="length of each recommendation list")
+    k_list: list[int] = Field(default_factory=lambda: [1, 3, 5, 10], description="cut-offs for every metric")
+    leaderboard_k: int = Field(5, ge=1, description="the k shown on the leaderboard")
+    metrics: list[Literal["AUC", "CTR", "Precision", "Recall", "NDCG", "MAP"]] = Field(
+        default_factory=lambda: list(METRIC_NAMES)
+    )
+    ground_truth: bool = Field(True, description="score policies with the synthetic click model")
+    warm_start: bool = Field(False, description="Mab2Rec warm start of cold items from item features")
+    warm_start_distance: float | None = Field(None, ge=0, le=1)
+    batch_size: int = Field(100_000, ge=1, description="Mab2Rec batch size")
+
+    @model_validator(mode="after")
+    def _consistent_k(self) -> "EvaluationConfig":
+        if not self.k_list or min(self.k_list) < 1:
+            raise ValueError(f"k_list must hold positive integers; got {self.k_list}")
+        if max(self.k_list) > self.top_k:
+            raise ValueError(f"every k in k_list must be <= top_k={self.top_k}; got k_list={self.k_list}")
+        if self.leaderboard_k not in self.k_list:
+            raise ValueError(f"leaderboard_k={self.leaderboard_k} must be one of k_list={self.k_list}")
+        if self.warm_start != (self.warm_start_distance is not None):
+            raise ValueError("warm_start: true needs warm_start_distance (0 to 1), and false needs it unset")
+        return self
+
+
+class RunConfig(Strict):
+    output_dir: Path = Path("runs")
+    name: str | None = Field(None, description="run name prefix; null uses the config file's name")
+
+
+class PipelineConfig(Strict):
+    seed: int = Field(42, description="seeds the data generator, splits, features and every policy")
+    run: RunConfig = RunConfig()
+    data: DataConfig = DataConfig()
+    split: SplitConfig = SplitConfig()
+    features: FeaturesConfig = FeaturesConfig()
+    policies: dict[str, PolicyConfig] = Field(default_factory=_default_policies)
+    evaluation: EvaluationConfig = EvaluationConfig()
+
+    @field_validator("policies")
+    @classmethod
+    def _valid_policy_names(cls, policies: dict[str, PolicyConfig]) -> dict[str, PolicyConfig]:
+        if not policies:
+            raise ValueError("at least one policy is needed")
+        reserved = sorted(set(policies) & RESERVED_POLICY_NAMES)
+        if reserved:
+            raise ValueError(f"the policy name {reserved[0]!r} is reserved for the ground-truth row; choose another")
+        return policies
+
+    @model_validator(mode="after")
+    def _split_matches_data(self) -> "PipelineConfig":
+        separate_files = self.data.source == "files" and self.data.files.train is not None
+        if separate_files and self.split.method not in (None, "given"):
+            raise ValueError(f"split.method={self.split.method!r} needs one interactions file; train/test files use 'given'")
+        if not separate_files and self.split.method == "given":
+            raise ValueError("split.method='given' needs data.files.train and data.files.test")
+        return self
+
+    # ----------------------------------------------------------------------------------- derived
+    @property
+    def split_method(self) -> str:
+        if self.split.method is not None:
+            return self.split.method
+        return "given" if self.data.source == "files" and self.data.files.train is not None else "temporal"
+
+    @property
+    def data_seed(self) -> int:
+        return self.seed if self.data.synthetic.seed is None else self.data.synthetic.seed
+
+    def policy_specs(self) -> list[PolicySpec]:
+        return [policy.to_spec(name) for name, policy in self.policies.items()]
+
+    def resolved(self) -> dict[str, Any]:
+        """The full config with every default filled in, as plain YAML-able data."""
+        data = self.model_dump(mode="json", by_alias=True)
+        data["split"]["method"] = self.split_method
+        return data
+
+
+# ------------------------------------------------------------------------------------------ loading
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b.c=value`` -> (["a", "b", "c"], value parsed as YAML)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE with a dotted key, e.g. evaluation.top_k=5")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"--set {text!r}: the value is not valid YAML ({error})") from None
+    return key.strip().split("."), value
+
+
+def apply_override(raw: dict[str, Any], path: list[str], value: Any, text: str) -> None:
+    node = raw
+    for depth, part in enumerate(path[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            where = ".".join(path[: depth + 1])
+            raise ConfigError(f"--set {text}: '{where}' holds {child!r}, not a mapping, so it has no keys below it")
+        node = child
+    if value is None and path[0] == "policies" and len(path) == 2:
+        node.pop(path[-1], None)  # --set policies.LinGreedy=null drops a policy
+    else:
+        node[path[-1]] = value
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> PipelineConfig:
+    """Read, override and validate a config file; raise ``ConfigError`` with one clear paragraph."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist (expected a YAML file, e.g. configs/default.yaml)")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level, found {type(raw).__name__}")
+    overridden = set()
+    for text in overrides:
+        keys, value = parse_override(text)
+        apply_override(raw, keys, value, text)
+        overridden.add(tuple(keys))
+    if raw.get("run") is None:
+        raw["run"] = {}
+    if isinstance(raw["run"], dict):
+        raw["run"].setdefault("name", path.stem)  # runs are named after their config file by default
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(describe_validation_error(error, path, overridden)) from None
+
+
+def describe_validation_error(error: ValidationError, path: Path, overridden: set[tuple[str, ...]]) -> str:
+    problems = []
+    for item in error.errors():
+        loc = [str(part) for part in item["loc"]]
+        key = ".".join(loc) or "(top level)"
+        origin = " (from --set)" if any(tuple(loc[: len(o)]) == o for o in overridden) else ""
+        if item["type"] == "extra_forbidden":
+            problems.append(_unknown_key_message(loc, origin))
+            continue
+        message = item["msg"].removeprefix("Value error, ")
+        found = item.get("input")
+        shown = "" if isinstance(found, dict) or item["type"] == "missing" else f"; found {found!r}"
+        problems.append(f"'{key}'{origin}: {message}{shown}")
+    return f"{path}: invalid config: " + "; ".join(problems) + "."
+
+
+def _unknown_key_message(loc: list[str], origin: str) -> str:
+    valid = _valid_keys_at(loc[:-1])
+    hint = difflib.get_close_matches(loc[-1], valid, n=1)
+    suggestion = f" Did you mean '{hint[0]}'?" if hint else ""
+    parent = ".".join(loc[:-1]) or "the top level"
+    return f"unknown key '{'.'.join(loc)}'{origin}.{suggestion} Valid keys under {parent}: {', '.join(valid)}"
+
+
+def _valid_keys_at(loc: list[str]) -> list[str]:
+    """Field names of the config block at ``loc`` (walking models, dicts and optionals)."""
+    node: Any = PipelineConfig
+    for part in loc:
+        node = _unwrap_optional(node)
+        if isinstance(node, type) and issubclass(node, BaseModel):
+            field = next((f for n, f in node.model_fields.items() if part in (n, f.alias)), None)
+            node = field.annotation if field else None
+        elif typing.get_origin(node) is dict:
+            node = typing.get_args(node)[1]
+        else:
+            return []
+    node = _unwrap_optional(node)
+    if isinstance(node, type) and issubclass(node, BaseModel):
+        return [field.alias or name for name, field in node.model_fields.items()]
+    return []
+
+
+def _unwrap_optional(annotation: Any) -> Any:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        members = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+        return members[0] if len(members) == 1 else annotation
+    return annotation

@@ -1,0 +1,95 @@
+"""The typed contract of the data stage: logged bandit data in canonical column names.
+
+Whatever the source (the synthetic generator or the user's files), the later stages see a ``Dataset``
+whose interactions use the names below, whose checks have already passed, and whose ``sources`` say
+which file each table came from (for error messages downstream).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Mapping
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pipeline.data.synthetic import ClickModel
+
+EVENT_ID = "event_id"
+USER_ID = "user_id"
+ITEM_ID = "item_id"
+RESPONSE = "response"
+PROPENSITY = "propensity"
+TIMESTAMP = "timestamp"
+#: The key Mab2Rec sees as "user": the user (user-level context) or the event (event-level context).
+CONTEXT_ID = "context_id"
+
+DAYPARTS = ("night", "morning", "afternoon", "evening")
+
+
+def daypart(hours: np.ndarray) -> np.ndarray:
+    """Hour of day (0-23) -> 'night' (0-5), 'morning' (6-11), 'afternoon' (12-17), 'evening' (18-23)."""
+    return np.asarray(DAYPARTS, dtype=object)[np.asarray(hours) // 6]
+
+
+def time_context(timestamps: pd.Series) -> pd.DataFrame:
+    """The time flags of each event: its daypart and whether it falls on a weekend."""
+    timestamps = pd.to_datetime(timestamps)
+    return pd.DataFrame(
+        {"daypart": daypart(timestamps.dt.hour.to_numpy()), "is_weekend": timestamps.dt.dayofweek.to_numpy() >= 5},
+        index=timestamps.index,
+    )
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Logged interactions plus optional user and item tables.
+
+    ``interactions`` has one row per logged event with ``event_id``, ``user_id``, ``item_id`` and a
+    binary ``response``; optionally ``propensity`` (probability the logging policy showed that item),
+    ``timestamp``, and the ``event_context`` columns that describe the moment of the event.  When
+    ``event_context`` is non-empty every event is its own context; otherwise contexts are users, as in
+    Mab2Rec.  ``test_mask`` marks rows of a given test file.  ``click_model`` is the hidden truth of
+    synthetic data.
+    """
+
+    interactions: pd.DataFrame
+    users: pd.DataFrame | None
+    items: pd.DataFrame | None
+    event_context: tuple[str, ...] = ()
+    sources: Mapping[str, str] = field(default_factory=dict)
+    click_model: "ClickModel | None" = None
+    test_mask: np.ndarray | None = None
+
+    @property
+    def context_level(self) -> str:
+        return "event" if self.event_context else "user"
+
+    @property
+    def has_propensity(self) -> bool:
+        return PROPENSITY in self.interactions.columns
+
+    @property
+    def has_timestamp(self) -> bool:
+        return TIMESTAMP in self.interactions.columns
+
+    @property
+    def n_items(self) -> int:
+        return len(self.items) if self.items is not None else self.interactions[ITEM_ID].nunique()
+
+    def source(self, role: str) -> str:
+        return self.sources.get(role, role)
+
+    def summary(self) -> dict:
+        return {
+            "n_events": int(len(self.interactions)),
+            "n_users": int(self.interactions[USER_ID].nunique()),
+            "n_items": int(self.n_items),
+            "response_rate": float(self.interactions[RESPONSE].mean()),
+            "context_level": self.context_level,
+            "event_context": list(self.event_context),
+            "has_propensity": self.has_propensity,
+            "has_ground_truth": self.click_model is not None,
+            "sources": dict(self.sources),
+        }

@@ -1,0 +1,157 @@
+"""Evaluation stage: train and score each policy with Mab2Rec's ``benchmark``, measure it with Jurity, and,
+on synthetic data, score its recommendations against the hidden click model.
+
+Replay metrics (Jurity's AUC, CTR, Precision, Recall, NDCG, MAP at k) are computed by Mab2Rec exactly as a
+user calling ``mab2rec.pipeline.benchmark`` would get them.  Ground-truth metrics use the click model's
+probability of every item for every test event:
+
+- ``true_ctr@k``: mean true click probability of the policy's top-k items (``true_ctr@1`` is the value of
+  showing its first item);
+- ``true_hit_rate@k``: probability of at least one click on the top-k list, ``1 - prod(1 - p_i)``, with
+  clicks on different slots taken as independent;
+- ``true_regret@k``: the Oracle's ``true_ctr@k`` minus the policy's.
+
+The ``Oracle`` row recommends, for every test event, the items with the highest true probability.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from jurity.recommenders import BinaryRecoMetrics, CombinedMetrics, RankingRecoMetrics
+from mab2rec.pipeline import benchmark
+
+from pipeline.config import EvaluationConfig
+from pipeline.data.dataset import CONTEXT_ID, EVENT_ID, ITEM_ID, RESPONSE, Dataset
+from pipeline.errors import ConfigError
+from pipeline.features import FoldFeatures
+from pipeline.policies import PolicySpec
+
+SCORE = "score"  # Mab2Rec's name for the recommendation score, and the click column Jurity compares
+ORACLE = "Oracle"
+METRIC_CLASSES = {
+    "AUC": BinaryRecoMetrics.AUC, "CTR": BinaryRecoMetrics.CTR, "Precision": RankingRecoMetrics.Precision,
+    "Recall": RankingRecoMetrics.Recall, "NDCG": RankingRecoMetrics.NDCG, "MAP": RankingRecoMetrics.MAP,
+}
+METRIC_COLUMNS = ["policy", "metric", "k", "fold", "value"]
+
+
+@dataclass(frozen=True)
+class ReplayMetric:
+    name: str
+    k: int
+    jurity: object
+
+    @property
+    def label(self) -> str:
+        return str(self.jurity)  # the key Jurity's CombinedMetrics reports it under, e.g. "AUC(score)@5"
+
+
+def replay_metrics(config: EvaluationConfig) -> list[ReplayMetric]:
+    params = dict(click_column=SCORE, user_id_column=CONTEXT_ID, item_id_column=ITEM_ID)
+    return [ReplayMetric(name, k, METRIC_CLASSES[name](k=k, **params))
+            for k in config.k_list for name in config.metrics]
+
+
+@dataclass
+class PolicyRun:
+    """One policy on one fold: its metric rows and its top-k recommendations (ranked)."""
+
+    metrics: pd.DataFrame
+    recommendations: pd.DataFrame
+
+
+def check_policies_have_context(policies: list[PolicySpec], features: FoldFeatures, dataset: Dataset) -> None:
+    contextual = [spec.name for spec in policies if spec.is_contextual]
+    if contextual and features.contexts is None:
+        raise ConfigError(f"policies {contextual} need context features, but {dataset.source('interactions')} has "
+                          "no user features (data.files.user_features) and no event context "
+                          "(data.files.event_context); add one or remove those policies")
+
+
+def run_policy(spec: PolicySpec, features: FoldFeatures, item_vectors: pd.DataFrame | None, fold: int,
+               config: EvaluationConfig, seed: int) -> PolicyRun:
+    """Train ``spec`` on the fold's training rows and score it on its test rows with Mab2Rec's benchmark."""
+    metrics = replay_metrics(config)
+    columns = [CONTEXT_ID, ITEM_ID, RESPONSE]
+    recommendations, scores = benchmark(
+        {spec.name: spec.build(top_k=config.top_k, seed=seed)},
+        metrics=[metric.jurity for metric in metrics],
+        train_data=features.train[columns],
+        test_data=features.test[columns],
+        user_features=features.contexts,
+        item_features=item_vectors if config.warm_start else None,
+        warm_start=config.warm_start,
+        warm_start_distance=config.warm_start_distance,
+        user_id_col=CONTEXT_ID,
+        item_id_col=ITEM_ID,
+        response_col=RESPONSE,
+        batch_size=config.batch_size,
+    )
+    return PolicyRun(replay_rows(scores[spec.name], metrics, spec.name, fold),
+                     ranked(recommendations[spec.name], spec.name, fold))
+
+
+def replay_rows(scores: dict[str, float], metrics: list[ReplayMetric], policy: str, fold: int) -> pd.DataFrame:
+    return pd.DataFrame([(policy, m.name, m.k, fold, float(scores[m.label])) for m in metrics], columns=METRIC_COLUMNS)
+
+
+def ranked(recommendations: pd.DataFrame, policy: str, fold: int) -> pd.DataFrame:
+    """Mab2Rec's exploded top-k lists (best first within each context) with an explicit 0-based rank."""
+    frame = recommendations[[CONTEXT_ID, ITEM_ID, SCORE]].reset_index(drop=True)
+    frame.insert(0, "rank", frame.groupby(CONTEXT_ID, sort=False).cumcount())
+    frame.insert(0, "policy", policy)
+    frame.insert(0, "fold", fold)
+    return frame
+
+
+# ------------------------------------------------------------------------------------ ground truth
+class GroundTruth:
+    """The click model's probabilities for one fold's test events, and the scores derived from them."""
+
+    def __init__(self, dataset: Dataset, features: FoldFeatures, k_values: list[int]):
+        model = dataset.click_model
+        self.events = features.test[EVENT_ID].to_numpy()
+        self.item_ids = model.item_ids
+        self.probabilities = model.probabilities(dataset.interactions.set_index(EVENT_ID).loc[self.events].reset_index())
+        self.k_values = sorted(set([1, *k_values]))
+        self.oracle_ctr: dict[int, float] = {}
+
+    def oracle(self, top_k: int, fold: int) -> pd.DataFrame:
+        """The Oracle's recommendations: the items with the highest true probability, best first."""
+        top = np.argsort(-self.probabilities, axis=1, kind="stable")[:, :top_k]
+        frame = pd.DataFrame({
+            "fold": fold, "policy": ORACLE, "rank": np.tile(np.arange(top_k), len(self.events)),
+            CONTEXT_ID: np.repeat(self.events, top_k), ITEM_ID: self.item_ids[top.ravel()],
+            SCORE: np.take_along_axis(self.probabilities, top, axis=1).ravel(),
+        })
+        self.oracle_ctr = {k: float(np.take_along_axis(self.probabilities, top[:, :k], axis=1).mean())
+                           for k in self.k_values}
+        return frame
+
+    def metric_rows(self, recommendations: pd.DataFrame, policy: str, fold: int) -> pd.DataFrame:
+        """``true_ctr``, ``true_hit_rate`` and ``true_regret`` at every k for one policy's ranked lists."""
+        width = max(self.k_values)
+        row_of_event = pd.Series(np.arange(len(self.events)), index=self.events)
+        probs = np.zeros((len(self.events), width))  # a slot a policy left empty earns nothing
+        shown = recommendations[recommendations["rank"] < width]
+        rows = row_of_event.loc[shown[CONTEXT_ID].to_numpy()].to_numpy()
+        columns = np.searchsorted(self.item_ids, shown[ITEM_ID].to_numpy())
+        probs[rows, shown["rank"].to_numpy()] = self.probabilities[rows, columns]
+        out = []
+        for k in self.k_values:
+            ctr = float(probs[:, :k].mean())
+            out += [(policy, "true_ctr", k, fold, ctr),
+                    (policy, "true_hit_rate", k, fold, float((1 - np.prod(1 - probs[:, :k], axis=1)).mean())),
+                    (policy, "true_regret", k, fold, self.oracle_ctr[k] - ctr)]
+        return pd.DataFrame(out, columns=METRIC_COLUMNS)
+
+
+def oracle_replay_rows(oracle: pd.DataFrame, features: FoldFeatures, config: EvaluationConfig, fold: int) -> pd.DataFrame:
+    """Jurity's replay metrics for the Oracle's lists, to show the ceiling the replay metrics can reach."""
+    metrics = replay_metrics(config)
+    actual = features.test[[CONTEXT_ID, ITEM_ID, RESPONSE]].rename(columns={RESPONSE: SCORE})
+    scores = CombinedMetrics(*[m.jurity for m in metrics]).get_score(actual, oracle[[CONTEXT_ID, ITEM_ID, SCORE]])
+    return replay_rows(scores, metrics, ORACLE, fold)

@@ -1,0 +1,223 @@
+"""Features stage: raw user/context and item attributes -> numeric matrices for the policies.
+
+- Contexts (what a policy sees when it recommends): user attributes, plus the event's own context
+  columns and optional time flags when contexts are events.  Categorical columns are one-hot encoded and
+  numeric ones standardised; both are fitted on the training rows of the fold only.
+- Items: TextWiser over the item text columns (the YAML schema, TF-IDF then SVD by default), plus
+  one-hot categories and standardised numbers, fitted on the whole catalog (no responses are used, and
+  the catalog is known before any event).
+
+The fitted featurizers are saved with the run, so a new user or event can be featurized the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from pipeline.config import FeaturesConfig
+from pipeline.data.dataset import CONTEXT_ID, EVENT_ID, ITEM_ID, RESPONSE, TIMESTAMP, USER_ID, Dataset, time_context
+from pipeline.errors import ConfigError, DataError
+from pipeline.split import Fold
+
+MAX_CATEGORIES = 50  # rarer levels of a categorical column share one "infrequent" indicator
+
+
+class TabularFeaturizer:
+    """One-hot categorical + standardised numeric columns, with the scikit-learn fit/transform contract."""
+
+    def __init__(self, categorical: list[str], numeric: list[str]):
+        self.categorical = categorical
+        self.numeric = numeric
+
+    def fit(self, frame: pd.DataFrame) -> "TabularFeaturizer":
+        encoder = OneHotEncoder(handle_unknown="infrequent_if_exist", max_categories=MAX_CATEGORIES,
+                                sparse_output=False)
+        self.transformer_ = ColumnTransformer(
+            [("categorical", encoder, self.categorical), ("numeric", StandardScaler(), self.numeric)],
+            verbose_feature_names_out=False,
+        )
+        self.transformer_.fit(self._prepared(frame))
+        self.feature_names_ = [str(name) for name in self.transformer_.get_feature_names_out()]
+        return self
+
+    def transform(self, frame: pd.DataFrame) -> np.ndarray:
+        return np.asarray(self.transformer_.transform(self._prepared(frame)), dtype=float)
+
+    def _prepared(self, frame: pd.DataFrame) -> pd.DataFrame:
+        frame = frame[self.categorical + self.numeric].copy()
+        for column in self.categorical:
+            frame[column] = frame[column].astype(str)
+        for column in self.numeric:
+            frame[column] = frame[column].astype(float)
+        return frame
+
+
+class ItemFeaturizer:
+    """TextWiser vectors of the item text plus tabular item attributes."""
+
+    def __init__(self, text_columns: list[str], text_schema, tabular: TabularFeaturizer, seed: int):
+        self.text_columns = text_columns
+        self.text_schema = text_schema
+        self.tabular = tabular
+        self.seed = seed
+
+    def fit(self, items: pd.DataFrame) -> "ItemFeaturizer":
+        self.textwiser_ = None
+        names = []
+        if self.text_columns:
+            from textwiser import Embedding, TextWiser  # heavy import, only when item text is used
+
+            self.textwiser_ = TextWiser(Embedding.Compound(schema=_seeded(self.text_schema, self.seed)))
+            self.textwiser_.fit(self._documents(items))
+            names = [f"text_{i}" for i in range(self._text_vectors(items).shape[1])]
+        self.tabular.fit(items)
+        self.feature_names_ = names + self.tabular.feature_names_
+        return self
+
+    def transform(self, items: pd.DataFrame) -> np.ndarray:
+        parts = [self._text_vectors(items)] if self.textwiser_ is not None else []
+        return np.hstack(parts + [self.tabular.transform(items)])
+
+    def _documents(self, items: pd.DataFrame) -> list[str]:
+        return items[self.text_columns].astype(str).agg(". ".join, axis=1).tolist()
+
+    def _text_vectors(self, items: pd.DataFrame) -> np.ndarray:
+        vectors = self.textwiser_.transform(self._documents(items))
+        return np.asarray(vectors.todense() if hasattr(vectors, "todense") else vectors, dtype=float)
+
+
+def _seeded(schema, seed: int):
+    """Give NMF/LDA transformations the config seed unless the schema sets one (SVD is deterministic)."""
+    if isinstance(schema, dict):
+        return {key: [_seeded(part, seed) for part in parts] for key, parts in schema.items()}
+    if isinstance(schema, str) and schema.lower() in ("nmf", "lda"):
+        return [schema, {"random_state": seed}]
+    if isinstance(schema, list) and len(schema) == 2 and str(schema[0]).lower() in ("nmf", "lda"):
+        return [schema[0], {"random_state": seed, **schema[1]}]
+    return schema
+
+
+@dataclass
+class FoldFeatures:
+    """What the policies and the evaluation need for one fold, keyed the way Mab2Rec expects."""
+
+    contexts: pd.DataFrame | None  # CONTEXT_ID + context feature columns, one row per train/test context
+    train: pd.DataFrame  # CONTEXT_ID, ITEM_ID, RESPONSE
+    test: pd.DataFrame  # CONTEXT_ID, ITEM_ID, RESPONSE, EVENT_ID
+    context_featurizer: TabularFeaturizer | None
+
+
+def item_featurizer(dataset: Dataset, config: FeaturesConfig, seed: int) -> ItemFeaturizer | None:
+    """Fit the item featurizer on the catalog; None when the data has no item table."""
+    if dataset.items is None:
+        return None
+    items, origin = dataset.items, dataset.source("items")
+    text = list(config.item_text.columns)
+    _require_columns(items, text, origin, "features.item_text.columns")
+    categorical, numeric = _feature_columns(items, [ITEM_ID] + text, config.item_categorical, config.item_numeric,
+                                            config.exclude, origin, "features.item")
+    _reject_nan(items, text + categorical + numeric, origin, ITEM_ID)
+    return ItemFeaturizer(text, config.item_text.text_schema, TabularFeaturizer(categorical, numeric), seed).fit(items)
+
+
+def item_vectors(featurizer: ItemFeaturizer, items: pd.DataFrame) -> pd.DataFrame:
+    vectors = featurizer.transform(items)
+    return pd.concat([items[[ITEM_ID]].reset_index(drop=True),
+                      pd.DataFrame(vectors, columns=featurizer.feature_names_)], axis=1)
+
+
+def context_frame(dataset: Dataset, rows: np.ndarray | None, time_flags: bool) -> pd.DataFrame:
+    """Raw context attributes of interaction ``rows`` (all when None), keyed by CONTEXT_ID.
+
+    Event-level contexts have one row per event; user-level contexts one row per distinct user.
+    """
+    logged = dataset.interactions if rows is None else dataset.interactions.iloc[rows]
+    if dataset.context_level == "user" and not time_flags:
+        keys = logged[[USER_ID]].drop_duplicates()
+        frame = keys if dataset.users is None else keys.merge(dataset.users, on=USER_ID, how="left")
+        return frame.rename(columns={USER_ID: CONTEXT_ID}).reset_index(drop=True)
+    frame = logged[[EVENT_ID, USER_ID, *dataset.event_context]].reset_index(drop=True)
+    if time_flags:
+        frame = pd.concat([frame, time_context(logged[TIMESTAMP]).reset_index(drop=True)], axis=1)
+    if dataset.users is not None:
+        frame = frame.merge(dataset.users, on=USER_ID, how="left")
+    return frame.drop(columns=[USER_ID]).rename(columns={EVENT_ID: CONTEXT_ID})
+
+
+def build_fold_features(dataset: Dataset, fold: Fold, config: FeaturesConfig) -> FoldFeatures:
+    if config.time_flags and not dataset.has_timestamp:
+        raise ConfigError(f"features.time_flags is true but {dataset.source('interactions')} has no timestamp "
+                          "column (data.files.columns.timestamp)")
+    if config.time_flags and not pd.api.types.is_datetime64_any_dtype(dataset.interactions[TIMESTAMP]):
+        raise ConfigError(f"features.time_flags needs date-time timestamps; {dataset.source('interactions')} has "
+                          f"{dataset.interactions[TIMESTAMP].dtype} values")
+    event_level = dataset.context_level == "event" or config.time_flags
+    key = EVENT_ID if event_level else USER_ID
+    interactions = dataset.interactions
+    train = _mab2rec_rows(interactions.iloc[fold.train_rows], key)
+    test = _mab2rec_rows(interactions.iloc[fold.test_rows], key)
+
+    raw_train = context_frame(dataset, fold.train_rows, config.time_flags)
+    origin = dataset.source("users") if not dataset.event_context else dataset.source("interactions")
+    categorical, numeric = _feature_columns(raw_train, [CONTEXT_ID], config.context_categorical,
+                                            config.context_numeric, config.exclude, origin, "features.context")
+    if not categorical and not numeric:
+        return FoldFeatures(None, train, test, None)
+    raw_all = context_frame(dataset, np.concatenate([fold.train_rows, fold.test_rows]), config.time_flags)
+    raw_all = raw_all.drop_duplicates(CONTEXT_ID).reset_index(drop=True)
+    _reject_nan(raw_all, categorical + numeric, origin, CONTEXT_ID)
+    featurizer = TabularFeaturizer(categorical, numeric).fit(raw_train)
+    contexts = pd.concat([raw_all[[CONTEXT_ID]], pd.DataFrame(featurizer.transform(raw_all),
+                                                              columns=featurizer.feature_names_)], axis=1)
+    return FoldFeatures(contexts, train, test, featurizer)
+
+
+def _mab2rec_rows(logged: pd.DataFrame, key: str) -> pd.DataFrame:
+    frame = logged[[ITEM_ID, RESPONSE, EVENT_ID]].reset_index(drop=True)
+    frame.insert(0, CONTEXT_ID, logged[key].to_numpy())
+    return frame
+
+
+def _feature_columns(frame: pd.DataFrame, reserved: list[str], categorical: list[str] | None,
+                     numeric: list[str] | None, exclude: list[str], origin: str, key: str) -> tuple[list, list]:
+    """Declared columns are checked; undeclared ones are inferred: numbers and booleans -> numeric."""
+    candidates = [c for c in frame.columns if c not in reserved and c not in exclude]
+    if categorical is not None:
+        _require_columns(frame, categorical, origin, f"{key}_categorical")
+    if numeric is not None:
+        _require_columns(frame, numeric, origin, f"{key}_numeric")
+        non_numeric = [c for c in numeric if not pd.api.types.is_numeric_dtype(frame[c])
+                       and not pd.api.types.is_bool_dtype(frame[c])]
+        if non_numeric:
+            raise DataError(f"{origin}: {key}_numeric lists {non_numeric} but they hold non-numeric values "
+                            f"(dtype {frame[non_numeric[0]].dtype}); list them under {key}_categorical")
+    is_number = {c: pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c]) for c in candidates}
+    if numeric is None:
+        numeric = [c for c in candidates if is_number[c] and c not in (categorical or [])]
+    if categorical is None:
+        categorical = [c for c in candidates if not is_number[c] and c not in numeric]
+    return list(categorical), list(numeric)
+
+
+def _require_columns(frame: pd.DataFrame, columns: list[str], origin: str, key: str) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataError(f"{origin}: column(s) {missing} named in {key} are missing; found columns: "
+                        f"{', '.join(map(str, frame.columns))}")
+
+
+def _reject_nan(frame: pd.DataFrame, columns: list[str], origin: str, id_column: str) -> None:
+    for column in columns:
+        missing = frame[column].isna().to_numpy()
+        if pd.api.types.is_numeric_dtype(frame[column]) and not pd.api.types.is_bool_dtype(frame[column]):
+            missing |= ~np.isfinite(frame[column].to_numpy(dtype=float, na_value=np.nan))
+        if missing.any():
+            example = frame.loc[missing, id_column].iloc[0]
+            raise DataError(f"{origin}: feature column {column!r} has {int(missing.sum())} missing or infinite "
+                            f"value(s) (e.g. {id_column} {example!r}); fill them or list the column in "
+                            "features.exclude")

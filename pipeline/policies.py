@@ -1,0 +1,106 @@
+"""Policies stage: turn the YAML policy specs into Mab2Rec ``BanditRecommender`` objects.
+
+The registry is read from MABWiser itself (every ``NamedTuple`` inside ``LearningPolicy`` and
+``NeighborhoodPolicy``), so any policy MABWiser offers can be named in YAML without an edit here, and the
+valid names and parameters listed in error messages are always the installed library's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from mab2rec import BanditRecommender
+from mabwiser.mab import MAB, LearningPolicy, NeighborhoodPolicy
+
+
+def _policy_classes(namespace: type) -> dict[str, type]:
+    return {
+        name: member
+        for name, member in vars(namespace).items()
+        if not name.startswith("_") and isinstance(member, type) and hasattr(member, "_fields")
+    }
+
+
+LEARNING_POLICIES: dict[str, type] = _policy_classes(LearningPolicy)
+NEIGHBORHOOD_POLICIES: dict[str, type] = _policy_classes(NeighborhoodPolicy)
+
+#: Names reserved for rows the pipeline adds itself.
+RESERVED_POLICY_NAMES = frozenset({"Oracle"})
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """A validated policy: MABWiser's policy values plus the display name used on the leaderboard."""
+
+    name: str
+    learning_policy: Any
+    neighborhood_policy: Any = None
+    description: str = field(default="")
+
+    @property
+    def is_contextual(self) -> bool:
+        """Whether the policy needs context features (MABWiser decides from the policy combination)."""
+        return MAB(arms=[0, 1], learning_policy=self.learning_policy,
+                   neighborhood_policy=self.neighborhood_policy).is_contextual
+
+    def build(self, top_k: int, seed: int) -> BanditRecommender:
+        """A fresh, untrained recommender (a new object each call, so folds never share state)."""
+        return BanditRecommender(
+            learning_policy=self.learning_policy,
+            neighborhood_policy=self.neighborhood_policy,
+            top_k=top_k,
+            seed=seed,
+            n_jobs=1,
+        )
+
+
+def _describe_fields(policy_class: type) -> str:
+    defaults = policy_class._field_defaults
+    if not policy_class._fields:
+        return "it takes no parameters"
+    return "valid parameters: " + ", ".join(f"{name} (default {defaults.get(name)!r})" for name in policy_class._fields)
+
+
+def make_policy_value(kind: str, name: str, params: Mapping[str, Any]) -> Any:
+    """Instantiate and validate one MABWiser policy value.
+
+    ``kind`` is ``"learning_policy"`` or ``"neighborhood_policy"``.  Raises ``ValueError`` naming the
+    valid policies or parameters when ``name`` or a key of ``params`` is unknown, and re-raises
+    MABWiser's own range/type checks as ``ValueError`` with the policy name in front.
+    """
+    registry = LEARNING_POLICIES if kind == "learning_policy" else NEIGHBORHOOD_POLICIES
+    if name not in registry:
+        raise ValueError(f"unknown {kind} {name!r}; valid names are: {', '.join(sorted(registry))}")
+    policy_class = registry[name]
+    unknown = sorted(set(params) - set(policy_class._fields))
+    if unknown:
+        raise ValueError(f"{name} has no parameter {', '.join(map(repr, unknown))}; {_describe_fields(policy_class)}")
+    value = policy_class(**params)
+    try:
+        value._validate()
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{name}({', '.join(f'{k}={v!r}' for k, v in params.items())}): {error}") from None
+    return value
+
+
+def make_policy_spec(
+    name: str,
+    learning_policy: str,
+    params: Mapping[str, Any],
+    neighborhood_policy: str | None,
+    neighborhood_params: Mapping[str, Any],
+) -> PolicySpec:
+    """Validate a whole policy entry, including the learning/neighborhood combination."""
+    learning = make_policy_value("learning_policy", learning_policy, params)
+    neighborhood = None
+    if neighborhood_policy is not None:
+        neighborhood = make_policy_value("neighborhood_policy", neighborhood_policy, neighborhood_params)
+    elif neighborhood_params:
+        raise ValueError("neighborhood_params given without a neighborhood_policy")
+    try:  # MABWiser checks which learning policies each neighborhood policy supports.
+        MAB(arms=[0, 1], learning_policy=learning, neighborhood_policy=neighborhood)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{learning_policy} with {neighborhood_policy}: {error}") from None
+    description = learning_policy + (f" + {neighborhood_policy}" if neighborhood_policy else "")
+    return PolicySpec(name=name, learning_policy=learning, neighborhood_policy=neighborhood, description=description)
