@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 
 import yaml
 
@@ -39,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # jurity 2.1.0 calls a pandas fillna that pandas 2.3 deprecates, once per metric: noise, not a user problem.
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"jurity\..*")
     logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
     from pipeline.config import load_config  # imported here so --help stays instant

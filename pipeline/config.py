@@ -276,7 +276,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as error:
-        raise ConfigError(f"--set {text!r}: the value is not valid YAML ({error})") from None
+        raise ConfigError(f"--set {text!r}: the value is not valid YAML ({' '.join(str(error).split())})") from None
     return key.strip().split("."), value
 
 
@@ -304,10 +304,13 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> PipelineConfig:
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(error).split())}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of keys at the top level, found {type(raw).__name__}")
     overridden = set()
+    if any(text.startswith("policies.") for text in overrides) and raw.get("policies") is None:
+        # Overriding one default policy must keep the others, so start from the full default set.
+        raw["policies"] = {name: policy.model_dump() for name, policy in _default_policies().items()}
     for text in overrides:
         keys, value = parse_override(text)
         apply_override(raw, keys, value, text)

@@ -19,3 +19,10 @@ class ConfigError(PipelineError):
 
 class DataError(PipelineError):
     """An input data file is missing, unreadable or violates the expected layout."""
+
+
+def examples(values, limit: int = 5) -> str:
+    """A few distinct values for an error message, as plain Python reprs (``3``, not ``np.int64(3)``)."""
+    import pandas as pd
+
+    return ", ".join(repr(value) for value in pd.unique(pd.Series(values)).tolist()[:limit])

@@ -21,7 +21,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from pipeline.config import FeaturesConfig
 from pipeline.data.dataset import CONTEXT_ID, EVENT_ID, ITEM_ID, RESPONSE, TIMESTAMP, USER_ID, Dataset, time_context
-from pipeline.errors import ConfigError, DataError
+from pipeline.errors import ConfigError, DataError, examples
 from pipeline.split import Fold
 
 MAX_CATEGORIES = 50  # rarer levels of a categorical column share one "infrequent" indicator
@@ -170,7 +170,11 @@ def build_fold_features(dataset: Dataset, fold: Fold, config: FeaturesConfig) ->
         return FoldFeatures(None, train, test, None)
     raw_all = context_frame(dataset, np.concatenate([fold.train_rows, fold.test_rows]), config.time_flags)
     raw_all = raw_all.drop_duplicates(CONTEXT_ID).reset_index(drop=True)
-    _reject_nan(raw_all, categorical + numeric, origin, CONTEXT_ID)
+    used = categorical + numeric
+    if dataset.users is not None:
+        _reject_nan(dataset.users, [c for c in used if c in dataset.users], dataset.source("users"), USER_ID)
+    logged = dataset.interactions
+    _reject_nan(logged, [c for c in used if c in dataset.event_context], dataset.source("interactions"), EVENT_ID)
     featurizer = TabularFeaturizer(categorical, numeric).fit(raw_train)
     contexts = pd.concat([raw_all[[CONTEXT_ID]], pd.DataFrame(featurizer.transform(raw_all),
                                                               columns=featurizer.feature_names_)], axis=1)
@@ -217,7 +221,7 @@ def _reject_nan(frame: pd.DataFrame, columns: list[str], origin: str, id_column:
         if pd.api.types.is_numeric_dtype(frame[column]) and not pd.api.types.is_bool_dtype(frame[column]):
             missing |= ~np.isfinite(frame[column].to_numpy(dtype=float, na_value=np.nan))
         if missing.any():
-            example = frame.loc[missing, id_column].iloc[0]
             raise DataError(f"{origin}: feature column {column!r} has {int(missing.sum())} missing or infinite "
-                            f"value(s) (e.g. {id_column} {example!r}); fill them or list the column in "
+                            f"value(s) (e.g. {id_column} {examples(frame.loc[missing, id_column], 1)}); fill them "
+                            "or list the column in "
                             "features.exclude")

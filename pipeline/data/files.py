@@ -13,7 +13,7 @@ import pandas as pd
 
 from pipeline.config import FilesConfig
 from pipeline.data.dataset import EVENT_ID, ITEM_ID, PROPENSITY, RESPONSE, TIMESTAMP, USER_ID, Dataset
-from pipeline.errors import DataError
+from pipeline.errors import DataError, examples
 
 READERS = {".csv": pd.read_csv, ".parquet": pd.read_parquet, ".pq": pd.read_parquet}
 
@@ -113,9 +113,8 @@ def _binary_response(values: pd.Series, path: Path, column: str) -> pd.Series:
     numeric = pd.to_numeric(values, errors="coerce")
     bad = values[numeric.isna() | ~numeric.isin([0, 1])]
     if len(bad):
-        examples = ", ".join(map(repr, pd.unique(bad)[:5]))
         raise DataError(f"{path}: column {column!r} must be a binary response (0/1 or true/false); found "
-                        f"{len(bad)} other value(s), e.g. {examples}")
+                        f"{len(bad)} other value(s), e.g. {examples(bad)}")
     return numeric.astype(np.int8)
 
 
@@ -125,7 +124,7 @@ def _check_propensity(values: pd.Series, path: Path, column: str) -> None:
     bad = values[numeric.isna() | (numeric <= 0) | (numeric > 1)]
     if len(bad):
         raise DataError(f"{path}: column {column!r} holds logging propensities, which must be in (0, 1]; found "
-                        f"{len(bad)} other value(s), e.g. {', '.join(map(repr, pd.unique(bad)[:5]))}")
+                        f"{len(bad)} other value(s), e.g. {examples(bad)}")
 
 
 def _parse_timestamps(values: pd.Series, path: Path, column: str) -> pd.Series:
@@ -157,7 +156,7 @@ def _read_keyed_table(path: Path, key: str, id_column: str, canonical: str) -> p
     duplicated = frame[canonical][frame[canonical].duplicated()]
     if len(duplicated):
         raise DataError(f"{path}: {id_column!r} must identify one row each; {len(duplicated)} id(s) repeat, e.g. "
-                        f"{', '.join(map(repr, pd.unique(duplicated)[:5]))}")
+                        f"{examples(duplicated)}")
     return frame.reset_index(drop=True)
 
 
@@ -167,7 +166,7 @@ def _require_known(interactions: pd.DataFrame, table: pd.DataFrame, column: str,
     unknown = pd.unique(ids[~ids.isin(table[column])])
     if len(unknown):
         raise DataError(f"{origin}: {len(unknown)} {label!r} value(s) in the interactions are missing from "
-                        f"{table_path}, e.g. {', '.join(map(repr, unknown[:5]))}; every {label} needs a row there")
+                        f"{table_path}, e.g. {examples(unknown)}; every {label} needs a row there")
 
 
 def _aligned_ids(logged: pd.Series, table: pd.Series) -> tuple[pd.Series, pd.Series]:

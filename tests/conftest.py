@@ -1,0 +1,71 @@
+"""Shared fixtures: small but real configs, built from the same schema the CLI uses."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+#: A synthetic shop small enough for a full run in a few seconds.
+TINY_SYNTHETIC = {
+    "seed": 3,
+    "data": {"synthetic": {"n_users": 200, "n_items": 30, "n_events": 1500, "n_days": 7}},
+    "features": {"item_text": {"schema": {"transform": ["tfidf", ["svd", {"n_components": 4}]]}}},
+    "evaluation": {"top_k": 5, "k_list": [1, 3, 5], "leaderboard_k": 3},
+}
+
+
+@pytest.fixture
+def write_config(tmp_path):
+    """Write a config dict to a YAML file whose runs go under tmp_path/runs; return the file's path."""
+
+    def write(data: dict, name: str = "config.yaml") -> Path:
+        data = {**data, "run": {"output_dir": str(tmp_path / "runs"), **data.get("run", {})}}
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def tiny_settings() -> dict:
+    """A fresh copy of the tiny synthetic config, for tests that change a key."""
+    return copy.deepcopy(TINY_SYNTHETIC)
+
+
+@pytest.fixture
+def tiny_config(write_config, tiny_settings) -> Path:
+    return write_config(tiny_settings)
+
+
+@pytest.fixture
+def sample_files(tmp_path):
+    """Copies of the committed BYO sample files, which a test may corrupt freely."""
+    target = tmp_path / "sample"
+    target.mkdir()
+    for source in (REPO / "data" / "sample").glob("*.csv"):
+        (target / source.name).write_text(source.read_text())
+    return target
+
+
+@pytest.fixture
+def byo_config(write_config, sample_files):
+    """A config over the sample files, with the BYO example's settings."""
+
+    def make(**changes) -> Path:
+        data = yaml.safe_load((REPO / "configs" / "byo_example.yaml").read_text())
+        files = data["data"]["files"]
+        for key in ("interactions", "user_features", "item_features"):
+            files[key] = str(sample_files / Path(files[key]).name)
+        for dotted, value in changes.items():
+            node = data
+            *parents, last = dotted.split("__")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[last] = value
+        return write_config(data)
+
+    return make
