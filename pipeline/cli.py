@@ -40,8 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # jurity 2.1.0 calls a pandas fillna that pandas 2.3 deprecates, once per metric: noise, not a user problem.
+    # Library noise under pandas 2.3, not a user problem: jurity 2.1.0's fillna downcast (once per metric) and
+    # mab2rec 1.3.1's np.array_split on a DataFrame (once per batch).
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"jurity\..*")
+    warnings.filterwarnings("ignore", message="'DataFrame.swapaxes' is deprecated", category=FutureWarning)
     logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
     from pipeline.config import load_config  # imported here so --help stays instant

@@ -63,12 +63,17 @@ class PolicyRun:
     recommendations: pd.DataFrame
 
 
-def check_policies_have_context(policies: list[PolicySpec], features: FoldFeatures, dataset: Dataset) -> None:
+def check_inputs(policies: list[PolicySpec], features: FoldFeatures, item_vectors: pd.DataFrame | None,
+                 config: EvaluationConfig, dataset: Dataset) -> None:
+    """Fail with a clear message where Mab2Rec would fail with a generic one (or silently differ)."""
     contextual = [spec.name for spec in policies if spec.is_contextual]
     if contextual and features.contexts is None:
         raise ConfigError(f"policies {contextual} need context features, but {dataset.source('interactions')} has "
                           "no user features (data.files.user_features) and no event context "
                           "(data.files.event_context); add one or remove those policies")
+    if config.warm_start and item_vectors is None:
+        raise ConfigError("evaluation.warm_start is true but the data has no item features to warm start from "
+                          "(data.files.item_features)")
 
 
 def run_policy(spec: PolicySpec, features: FoldFeatures, item_vectors: pd.DataFrame | None, fold: int,
@@ -83,6 +88,9 @@ def run_policy(spec: PolicySpec, features: FoldFeatures, item_vectors: pd.DataFr
         test_data=features.test[columns],
         user_features=features.contexts,
         item_features=item_vectors if config.warm_start else None,
+        # Without warm start Mab2Rec's arms are the trained items; with it, the whole catalog, so that cold items
+        # exist as arms and can borrow the model of their nearest trained item.
+        item_list=item_vectors[ITEM_ID].tolist() if config.warm_start else None,
         warm_start=config.warm_start,
         warm_start_distance=config.warm_start_distance,
         user_id_col=CONTEXT_ID,

@@ -162,22 +162,22 @@ def build_fold_features(dataset: Dataset, fold: Fold, config: FeaturesConfig) ->
     train = _mab2rec_rows(interactions.iloc[fold.train_rows], key)
     test = _mab2rec_rows(interactions.iloc[fold.test_rows], key)
 
-    raw_train = context_frame(dataset, fold.train_rows, config.time_flags)
+    raw = context_frame(dataset, np.concatenate([fold.train_rows, fold.test_rows]), config.time_flags)
+    raw = raw.drop_duplicates(CONTEXT_ID).reset_index(drop=True)
+    raw_train = raw[raw[CONTEXT_ID].isin(train[CONTEXT_ID])]
     origin = dataset.source("users") if not dataset.event_context else dataset.source("interactions")
     categorical, numeric = _feature_columns(raw_train, [CONTEXT_ID], config.context_categorical,
                                             config.context_numeric, config.exclude, origin, "features.context")
     if not categorical and not numeric:
         return FoldFeatures(None, train, test, None)
-    raw_all = context_frame(dataset, np.concatenate([fold.train_rows, fold.test_rows]), config.time_flags)
-    raw_all = raw_all.drop_duplicates(CONTEXT_ID).reset_index(drop=True)
     used = categorical + numeric
     if dataset.users is not None:
         _reject_nan(dataset.users, [c for c in used if c in dataset.users], dataset.source("users"), USER_ID)
     logged = dataset.interactions
     _reject_nan(logged, [c for c in used if c in dataset.event_context], dataset.source("interactions"), EVENT_ID)
     featurizer = TabularFeaturizer(categorical, numeric).fit(raw_train)
-    contexts = pd.concat([raw_all[[CONTEXT_ID]], pd.DataFrame(featurizer.transform(raw_all),
-                                                              columns=featurizer.feature_names_)], axis=1)
+    contexts = pd.concat([raw[[CONTEXT_ID]], pd.DataFrame(featurizer.transform(raw),
+                                                          columns=featurizer.feature_names_)], axis=1)
     return FoldFeatures(contexts, train, test, featurizer)
 
 

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from pipeline.config import PipelineConfig
 from pipeline.data import load_dataset
-from pipeline.evaluation import GroundTruth, check_policies_have_context, oracle_replay_rows, run_policy
+from pipeline.evaluation import GroundTruth, check_inputs, oracle_replay_rows, run_policy
 from pipeline.features import build_fold_features, item_featurizer, item_vectors
 from pipeline.report import leaderboard
 from pipeline.rundir import RunDirectory
@@ -58,7 +58,7 @@ def run_pipeline(config: PipelineConfig, progress: bool = True) -> RunOutcome:
         for fold in folds:
             with timer.stage("context_features"):
                 features = build_fold_features(dataset, fold, config.features)
-            check_policies_have_context(policies, features, dataset)
+            check_inputs(policies, features, vectors, config.evaluation, dataset)
             fold_sizes.append({"fold": fold.index, "n_train": len(features.train), "n_test": len(features.test),
                                "n_test_contexts": int(features.test["context_id"].nunique())})
             if features.context_featurizer is not None:

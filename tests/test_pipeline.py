@@ -226,3 +226,17 @@ def test_a_failure_mid_run_leaves_no_run_directory(tiny_config, monkeypatch, tmp
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_pipeline(load_config(tiny_config), progress=False)
     assert list((tmp_path / "runs").iterdir()) == []
+
+
+def test_warm_start_of_cold_items_uses_the_item_vectors(byo_config, sample_files):
+    path = sample_files / "interactions.csv"
+    log = pd.read_csv(path, parse_dates=["timestamp"])
+    cutoff = log["timestamp"].quantile(0.75)
+    log[(log["timestamp"] > cutoff) | (log["item_id"] != 3)].to_csv(path, index=False)  # item 3 is cold
+    warm = byo_config(evaluation__warm_start=True, evaluation__warm_start_distance=1.0)
+    outcome = run_pipeline(load_config(warm), progress=False)
+    recs = pd.read_parquet(outcome.path / "recommendations.parquet")
+    assert 3 in set(recs.loc[recs["policy"] == "LinUCB", "item_id"])  # warm-started, so it can be shown
+    cold = run_pipeline(load_config(byo_config()), progress=False)
+    cold_recs = pd.read_parquet(cold.path / "recommendations.parquet")
+    assert 3 not in set(cold_recs["item_id"])  # Mab2Rec only recommends items it was trained on
