@@ -20,8 +20,8 @@ from sklearn.compose import ColumnTransformer
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from pipeline.config import FeaturesConfig
-from pipeline.data.dataset import CONTEXT_ID, EVENT_ID, ITEM_ID, RESPONSE, TIMESTAMP, USER_ID, Dataset, time_context
-from pipeline.errors import ConfigError, DataError, examples
+from pipeline.data.dataset import CONTEXT_ID, EVENT_ID, ITEM_ID, RESPONSE, USER_ID, Dataset
+from pipeline.errors import DataError, examples
 from pipeline.split import Fold
 
 MAX_CATEGORIES = 50  # rarer levels of a categorical column share one "infrequent" indicator
@@ -131,38 +131,29 @@ def item_vectors(featurizer: ItemFeaturizer, items: pd.DataFrame) -> pd.DataFram
                       pd.DataFrame(vectors, columns=featurizer.feature_names_)], axis=1)
 
 
-def context_frame(dataset: Dataset, rows: np.ndarray | None, time_flags: bool) -> pd.DataFrame:
-    """Raw context attributes of interaction ``rows`` (all when None), keyed by CONTEXT_ID.
+def context_frame(dataset: Dataset, rows: np.ndarray) -> pd.DataFrame:
+    """Raw context attributes of interaction ``rows``, one row per context, keyed by CONTEXT_ID.
 
-    Event-level contexts have one row per event; user-level contexts one row per distinct user.
+    Event-level contexts are the event's own columns plus its user's attributes; user-level contexts are
+    the user's attributes.
     """
-    logged = dataset.interactions if rows is None else dataset.interactions.iloc[rows]
-    if dataset.context_level == "user" and not time_flags:
+    logged = dataset.interactions.iloc[rows]
+    if dataset.context_level == "user":
         keys = logged[[USER_ID]].drop_duplicates()
         frame = keys if dataset.users is None else keys.merge(dataset.users, on=USER_ID, how="left")
         return frame.rename(columns={USER_ID: CONTEXT_ID}).reset_index(drop=True)
-    frame = logged[[EVENT_ID, USER_ID, *dataset.event_context]].reset_index(drop=True)
-    if time_flags:
-        frame = pd.concat([frame, time_context(logged[TIMESTAMP]).reset_index(drop=True)], axis=1)
+    frame = logged[[EVENT_ID, USER_ID, *dataset.event_context]]
     if dataset.users is not None:
         frame = frame.merge(dataset.users, on=USER_ID, how="left")
-    return frame.drop(columns=[USER_ID]).rename(columns={EVENT_ID: CONTEXT_ID})
+    return frame.drop(columns=[USER_ID]).rename(columns={EVENT_ID: CONTEXT_ID}).reset_index(drop=True)
 
 
 def build_fold_features(dataset: Dataset, fold: Fold, config: FeaturesConfig) -> FoldFeatures:
-    if config.time_flags and not dataset.has_timestamp:
-        raise ConfigError(f"features.time_flags is true but {dataset.source('interactions')} has no timestamp "
-                          "column (data.files.columns.timestamp)")
-    if config.time_flags and not pd.api.types.is_datetime64_any_dtype(dataset.interactions[TIMESTAMP]):
-        raise ConfigError(f"features.time_flags needs date-time timestamps; {dataset.source('interactions')} has "
-                          f"{dataset.interactions[TIMESTAMP].dtype} values")
-    event_level = dataset.context_level == "event" or config.time_flags
-    key = EVENT_ID if event_level else USER_ID
-    interactions = dataset.interactions
-    train = _mab2rec_rows(interactions.iloc[fold.train_rows], key)
-    test = _mab2rec_rows(interactions.iloc[fold.test_rows], key)
+    key = EVENT_ID if dataset.context_level == "event" else USER_ID
+    train = _mab2rec_rows(dataset.interactions.iloc[fold.train_rows], key)
+    test = _mab2rec_rows(dataset.interactions.iloc[fold.test_rows], key)
 
-    raw = context_frame(dataset, np.concatenate([fold.train_rows, fold.test_rows]), config.time_flags)
+    raw = context_frame(dataset, np.concatenate([fold.train_rows, fold.test_rows]))
     raw = raw.drop_duplicates(CONTEXT_ID).reset_index(drop=True)
     raw_train = raw[raw[CONTEXT_ID].isin(train[CONTEXT_ID])]
     origin = dataset.source("users") if not dataset.event_context else dataset.source("interactions")

@@ -161,3 +161,12 @@ def test_module_entry_point_exits_non_zero(byo_config, runs_dir):
     assert result.returncode == 2
     assert "'seed' (from --set): Input should be a valid integer" in result.stderr
     assert not runs_dir.exists()
+
+
+def test_time_flags_need_date_time_stamps(byo_config, sample_files, capsys, runs_dir):
+    path = sample_files / "interactions.csv"
+    log = pd.read_csv(path)
+    log["timestamp"] = range(len(log))  # sequence numbers order events but carry no time of day
+    log.to_csv(path, index=False)
+    code, message = run_cli(byo_config(features__time_flags=True), capsys)
+    assert_clean_failure(code, message, runs_dir, "features.time_flags needs date-time timestamps", "int64")
