@@ -13,7 +13,7 @@ from pipeline.errors import PipelineError
 
 EPILOG = """examples:
   python -m pipeline run configs/default.yaml
-  python -m pipeline run configs/default.yaml --set seed=7 --set evaluation.top_k=5
+  python -m pipeline run configs/default.yaml --set seed=7 --set policies.LinUCB.params.alpha=0.5
   python -m pipeline run configs/default.yaml --set policies.LinGreedy=null   # drop a policy
   python -m pipeline config configs/byo_example.yaml                           # validate, print resolved
 """

@@ -264,6 +264,8 @@ class PipelineConfig(Strict):
         """The full config with every default filled in, as plain YAML-able data."""
         data = self.model_dump(mode="json", by_alias=True)
         data["split"]["method"] = self.split_method
+        if self.data.source == "files":
+            del data["data"]["synthetic"]  # unused, and misleading next to the user's files
         return data
 
 
