@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from jurity.recommenders import BinaryRecoMetrics, CombinedMetrics, RankingRecoMetrics
-from mab2rec.pipeline import benchmark
+from mab2rec import BanditRecommender
+from mab2rec.pipeline import score, train
 
 from pipeline.config import EvaluationConfig
 from pipeline.data.dataset import CONTEXT_ID, EVENT_ID, ITEM_ID, RESPONSE, Dataset
@@ -57,10 +58,11 @@ def replay_metrics(config: EvaluationConfig) -> list[ReplayMetric]:
 
 @dataclass
 class PolicyRun:
-    """One policy on one fold: its metric rows and its top-k recommendations (ranked)."""
+    """One policy on one fold: its metric rows, its ranked top-k lists and the trained recommender."""
 
     metrics: pd.DataFrame
     recommendations: pd.DataFrame
+    recommender: BanditRecommender
 
 
 def check_inputs(policies: list[PolicySpec], features: FoldFeatures, item_vectors: pd.DataFrame | None,
@@ -78,14 +80,16 @@ def check_inputs(policies: list[PolicySpec], features: FoldFeatures, item_vector
 
 def run_policy(spec: PolicySpec, features: FoldFeatures, item_vectors: pd.DataFrame | None, fold: int,
                config: EvaluationConfig, seed: int) -> PolicyRun:
-    """Train ``spec`` on the fold's training rows and score it on its test rows with Mab2Rec's benchmark."""
+    """Train ``spec`` on the fold's training rows and score it on its test rows.
+
+    These are the steps of Mab2Rec's ``benchmark`` for one recommender (``train``, ``score``, Jurity's
+    ``CombinedMetrics``) called one by one, so that the trained recommender stays available (for export and
+    diagnostics); a test checks the metrics equal ``benchmark``'s.
+    """
     metrics = replay_metrics(config)
     columns = [CONTEXT_ID, ITEM_ID, RESPONSE]
-    recommendations, scores = benchmark(
-        {spec.name: spec.build(top_k=config.top_k, seed=seed)},
-        metrics=[metric.jurity for metric in metrics],
-        train_data=features.train[columns],
-        test_data=features.test[columns],
+    recommender = spec.build(top_k=config.top_k, seed=seed, item_features=item_vectors)
+    common = dict(
         user_features=features.contexts,
         item_features=item_vectors if config.warm_start else None,
         # Without warm start Mab2Rec's arms are the trained items; with it, the whole catalog, so that cold items
@@ -98,8 +102,12 @@ def run_policy(spec: PolicySpec, features: FoldFeatures, item_vectors: pd.DataFr
         response_col=RESPONSE,
         batch_size=config.batch_size,
     )
-    return PolicyRun(replay_rows(scores[spec.name], metrics, spec.name, fold),
-                     ranked(recommendations[spec.name], spec.name, fold))
+    train(recommender, features.train[columns], **common)
+    recommendations = score(recommender, features.test[columns], **common)
+    actual = features.test[columns].rename(columns={RESPONSE: SCORE})
+    scores = CombinedMetrics(*[metric.jurity for metric in metrics]).get_score(actual, recommendations)
+    return PolicyRun(replay_rows(scores, metrics, spec.name, fold), ranked(recommendations, spec.name, fold),
+                     recommender)
 
 
 def replay_rows(scores: dict[str, float], metrics: list[ReplayMetric], policy: str, fold: int) -> pd.DataFrame:

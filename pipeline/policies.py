@@ -2,7 +2,9 @@
 
 The registry is read from MABWiser itself (every ``NamedTuple`` inside ``LearningPolicy`` and
 ``NeighborhoodPolicy``), so any policy MABWiser offers can be named in YAML without an edit here, and the
-valid names and parameters listed in error messages are always the installed library's.
+valid names and parameters listed in error messages are always the installed library's.  Our own
+policies join the registry with one line each; such a policy value provides ``build_recommender`` and
+``is_contextual`` itself instead of going through MABWiser's ``MAB``.
 """
 
 from __future__ import annotations
@@ -10,8 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+import pandas as pd
+
 from mab2rec import BanditRecommender
 from mabwiser.mab import MAB, LearningPolicy, NeighborhoodPolicy
+
+from pipeline.neural.policy import NeuralLinear
 
 
 def _policy_classes(namespace: type) -> dict[str, type]:
@@ -22,7 +28,7 @@ def _policy_classes(namespace: type) -> dict[str, type]:
     }
 
 
-LEARNING_POLICIES: dict[str, type] = _policy_classes(LearningPolicy)
+LEARNING_POLICIES: dict[str, type] = {**_policy_classes(LearningPolicy), "NeuralLinear": NeuralLinear}
 NEIGHBORHOOD_POLICIES: dict[str, type] = _policy_classes(NeighborhoodPolicy)
 
 #: Names reserved for rows the pipeline adds itself.
@@ -41,11 +47,21 @@ class PolicySpec:
     @property
     def is_contextual(self) -> bool:
         """Whether the policy needs context features (MABWiser decides from the policy combination)."""
+        own = getattr(self.learning_policy, "is_contextual", None)
+        if own is not None:
+            return own
         return MAB(arms=[0, 1], learning_policy=self.learning_policy,
                    neighborhood_policy=self.neighborhood_policy).is_contextual
 
-    def build(self, top_k: int, seed: int) -> BanditRecommender:
-        """A fresh, untrained recommender (a new object each call, so folds never share state)."""
+    def build(self, top_k: int, seed: int, item_features: pd.DataFrame | None = None) -> BanditRecommender:
+        """A fresh, untrained recommender (a new object each call, so folds never share state).
+
+        ``item_features`` (``item_id`` + feature columns) is used by policies that score items from their
+        features (NeuralLinear); MABWiser's policies ignore it.
+        """
+        own_builder = getattr(self.learning_policy, "build_recommender", None)
+        if own_builder is not None:
+            return own_builder(top_k=top_k, seed=seed, item_features=item_features)
         return BanditRecommender(
             learning_policy=self.learning_policy,
             neighborhood_policy=self.neighborhood_policy,
@@ -98,9 +114,13 @@ def make_policy_spec(
         neighborhood = make_policy_value("neighborhood_policy", neighborhood_policy, neighborhood_params)
     elif neighborhood_params:
         raise ValueError("neighborhood_params given without a neighborhood_policy")
-    try:  # MABWiser checks which learning policies each neighborhood policy supports.
-        MAB(arms=[0, 1], learning_policy=learning, neighborhood_policy=neighborhood)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"{learning_policy} with {neighborhood_policy}: {error}") from None
+    if hasattr(learning, "build_recommender"):
+        if neighborhood is not None:
+            raise ValueError(f"{learning_policy} does not take a neighborhood_policy")
+    else:
+        try:  # MABWiser checks which learning policies each neighborhood policy supports.
+            MAB(arms=[0, 1], learning_policy=learning, neighborhood_policy=neighborhood)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{learning_policy} with {neighborhood_policy}: {error}") from None
     description = learning_policy + (f" + {neighborhood_policy}" if neighborhood_policy else "")
     return PolicySpec(name=name, learning_policy=learning, neighborhood_policy=neighborhood, description=description)

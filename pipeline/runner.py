@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import platform
+import re
 import time
 from dataclasses import dataclass
 from importlib import metadata
@@ -52,7 +53,7 @@ def run_pipeline(config: PipelineConfig, progress: bool = True) -> RunOutcome:
     policies = config.policy_specs()
     use_truth = config.evaluation.ground_truth and dataset.click_model is not None
 
-    metric_frames, recommendation_frames, fold_sizes = [], [], []
+    metric_frames, recommendation_frames, fold_sizes, diagnostics = [], [], [], []
     with RunDirectory(config.run.output_dir, config.run.name or "run") as run_dir:
         bar = tqdm(total=len(folds) * len(policies), desc="policies", unit="policy", disable=not progress)
         for fold in folds:
@@ -78,6 +79,7 @@ def run_pipeline(config: PipelineConfig, progress: bool = True) -> RunOutcome:
                     result = run_policy(spec, features, vectors, fold.index, config.evaluation, seed)
                 metric_frames.append(result.metrics)
                 recommendation_frames.append(result.recommendations)
+                _keep_model_outputs(result.recommender, spec.name, fold.index, run_dir, diagnostics)
                 if truth is not None:
                     with timer.stage("ground_truth"):
                         metric_frames.append(truth.metric_rows(result.recommendations, spec.name, fold.index))
@@ -100,6 +102,8 @@ def run_pipeline(config: PipelineConfig, progress: bool = True) -> RunOutcome:
                 for name, frame in (("interactions", dataset.interactions), ("users", dataset.users),
                                     ("items", dataset.items)):
                     run_dir.write_table(f"data/{name}", frame, csv=False)
+            if diagnostics:
+                run_dir.write_table("safeguards", pd.DataFrame(diagnostics, columns=["policy", "fold", "counter", "count"]))
             run_dir.write_json("versions.json", library_versions())
         timings = {**timer.seconds, "total": time.perf_counter() - started}
         run_dir.write_json("timings.json", timings)
@@ -114,6 +118,18 @@ def run_pipeline(config: PipelineConfig, progress: bool = True) -> RunOutcome:
         })
     log.info("run written to %s", run_dir.final)
     return RunOutcome(run_dir.final, metrics, table, timings)
+
+
+def _keep_model_outputs(recommender, policy: str, fold: int, run_dir: RunDirectory, diagnostics: list) -> None:
+    """Export policies that can export themselves (NeuralLinear) and collect their safeguard counters."""
+    if hasattr(recommender, "export"):
+        recommender.export(run_dir.file(f"artifacts/fold_{fold}/{safe_name(policy)}"))
+    if hasattr(recommender, "diagnostics"):
+        diagnostics += [(policy, fold, counter, count) for counter, count in recommender.diagnostics().items()]
+
+
+def safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
 def library_versions() -> dict[str, str]:

@@ -75,13 +75,13 @@ def test_missing_config_file_is_named(tmp_path):
         load_config(tmp_path / "nope.yaml")
 
 
-def test_every_mabwiser_learning_policy_can_be_named(tmp_path):
+def test_every_registered_learning_policy_can_be_named(tmp_path):
     policies = {name: {"learning_policy": name} for name in LEARNING_POLICIES}
     path = tmp_path / "all.yaml"
-    path.write_text(yaml.safe_dump({"policies": policies}))
+    path.write_text(yaml.safe_dump({"policies": policies}, sort_keys=False))
     specs = load_config(path).policy_specs()
     assert [spec.name for spec in specs] == list(LEARNING_POLICIES)
-    assert {"LinUCB", "LinTS", "LinGreedy", "ThompsonSampling", "UCB1", "Softmax"} <= set(LEARNING_POLICIES)
+    assert {"LinUCB", "LinTS", "LinGreedy", "ThompsonSampling", "UCB1", "Softmax", "NeuralLinear"} <= set(LEARNING_POLICIES)
 
 
 def test_incompatible_neighborhood_combination_is_rejected(tmp_path):

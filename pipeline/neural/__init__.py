@@ -1,0 +1,1 @@
+"""Our own PyTorch NeuralLinear recommender (two-tower encoder + Bayesian linear head)."""
