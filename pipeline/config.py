@@ -184,6 +184,10 @@ def _default_policies() -> dict[str, PolicyConfig]:
         "ClustersTS": PolicyConfig(
             learning_policy="ThompsonSampling", neighborhood_policy="Clusters", neighborhood_params={"n_clusters": 10}
         ),
+        "NeuralLinear-cold": PolicyConfig(learning_policy="NeuralLinear", params={"warm_start": "none"}),
+        "NeuralLinear-warm": PolicyConfig(learning_policy="NeuralLinear", params={"warm_start": "bpr"}),
+        "NeuralLinUCB": PolicyConfig(learning_policy="NeuralLinear",
+                                     params={"warm_start": "bpr", "decision": "ucb", "alpha": 1.0}),
     }
 
 

@@ -14,6 +14,7 @@ from pipeline.config import load_config
 from pipeline.runner import run_pipeline
 
 SIX = ["Random", "Popularity", "LinGreedy", "LinUCB", "LinTS", "ClustersTS"]
+DEFAULT_POLICIES = SIX + ["NeuralLinear-cold", "NeuralLinear-warm", "NeuralLinUCB"]
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +57,8 @@ def test_metrics_table_is_long_and_complete(tiny_run):
     metrics = pd.read_parquet(outcome.path / "metrics.parquet")
     assert list(metrics.columns) == ["run", "policy", "metric", "k", "fold", "value"]
     pd.testing.assert_frame_equal(metrics, pd.read_csv(outcome.path / "metrics.csv"), rtol=1e-12)
-    assert set(metrics["policy"]) == set(SIX) | {"Oracle"}
-    for policy in SIX + ["Oracle"]:
+    assert set(metrics["policy"]) == set(DEFAULT_POLICIES) | {"Oracle"}
+    for policy in DEFAULT_POLICIES + ["Oracle"]:
         rows = metrics[metrics["policy"] == policy]
         for name in ("AUC", "CTR", "Precision", "Recall", "NDCG", "MAP"):
             assert sorted(rows.loc[rows["metric"] == name, "k"]) == [1, 3, 5]
@@ -65,10 +66,10 @@ def test_metrics_table_is_long_and_complete(tiny_run):
             assert sorted(rows.loc[rows["metric"] == name, "k"]) == [1, 3, 5]
 
 
-def test_leaderboard_has_six_policies_truth_columns_and_oracle_last(tiny_run):
+def test_leaderboard_has_every_policy_truth_columns_and_oracle_last(tiny_run):
     _, outcome = tiny_run
     table = outcome.leaderboard
-    assert list(table.index)[-1] == "Oracle" and set(table.index) == set(SIX) | {"Oracle"}
+    assert list(table.index)[-1] == "Oracle" and set(table.index) == set(DEFAULT_POLICIES) | {"Oracle"}
     assert {"AUC@3", "CTR@3", "Precision@3", "Recall@3", "NDCG@3", "MAP@3", "true_ctr@1", "true_ctr@3",
             "true_hit_rate@3", "true_regret@1"} <= set(table.columns)
     policies = table.drop(index="Oracle")

@@ -13,7 +13,7 @@ the concatenated inputs:
 - scoring every item for a context costs one pass of each tower plus a product, not one MLP pass per
   (context, item) pair.
 
-The towers' hidden layers use ``tanh``-free ReLU MLPs with a final linear layer; inputs are standardised
+Each tower is a ReLU MLP ending in a linear layer; inputs are standardised
 inside the module (statistics of the training data), so raw large-magnitude features are safe.
 """
 
@@ -43,6 +43,10 @@ class TwoTowerEncoder(nn.Module):
             self.register_buffer(f"{name}_mean", torch.zeros(size, dtype=torch.float64))
             self.register_buffer(f"{name}_scale", torch.ones(size, dtype=torch.float64))
         self.double()
+
+    @property
+    def context_dim(self) -> int:
+        return self.context_mean.shape[0]
 
     @property
     def embedding_dim(self) -> int:

@@ -30,7 +30,7 @@ from pipeline.neural.posterior import SAFEGUARDS, BayesianLinearHead
 
 DECISIONS = ("thompson", "ucb")
 WARM_STARTS = ("none", "bpr", "contrastive")
-SCORE_CHUNK = 512  # contexts scored at once, to bound memory at (chunk x items x embedding)
+SCORE_CHUNK = 256  # contexts scored at once, to bound memory at (chunk x items x embedding)
 
 
 class NeuralLinear(NamedTuple):
@@ -42,8 +42,8 @@ class NeuralLinear(NamedTuple):
     embedding_dim: int = 16
     hidden: tuple = (64,)
     warm_start: str = "bpr"
-    warm_start_epochs: int = 15
-    lr: float = 0.01
+    warm_start_epochs: int = 30
+    lr: float = 0.001
     retrain_every: int = 1000
     retrain_epochs: int = 2
     retrain_window: int = 20_000
@@ -205,13 +205,13 @@ class NeuralLinearBandit:
         posterior draw ``w`` per context.
         """
         decision = decision or self.policy.decision
-        u, v = self._towers(np.asarray(contexts, dtype=float).reshape(-1, self.encoder.context_tower[0].in_features))
+        u, v = self._towers(np.asarray(contexts, dtype=float).reshape(-1, self.encoder.context_dim))
         width = u.shape[1]
         if decision == "ucb":
             out = np.empty((len(u), len(v)))
             for start in range(0, len(u), SCORE_CHUNK):
-                chunk = u[start:start + SCORE_CHUNK, None, :]
-                grid = np.concatenate(np.broadcast_arrays(chunk * v[None], np.broadcast_to(v, (len(chunk),) + v.shape)), -1)
+                interactions = u[start:start + SCORE_CHUNK, None, :] * v[None]  # (chunk, items, e + 1)
+                grid = np.concatenate([interactions, np.broadcast_to(v, interactions.shape)], axis=-1)
                 out[start:start + SCORE_CHUNK] = self.head.ucb(grid, self.policy.alpha)
             return out
         weights = self.head.mean[None, :] if decision == "mean" else self.head.sample(self._rng, size=len(u))
@@ -248,7 +248,7 @@ class NeuralLinearBandit:
                        for name, value in self.policy._asdict().items()},
             "seed": self.seed,
             "arms": self.arms,
-            "context_dim": self.encoder.context_tower[0].in_features,
+            "context_dim": self.encoder.context_dim,
             "item_dim": self._feature_dim,
             "head": self.head.to_dict(),
             "safeguards": self.diagnostics(),
