@@ -72,6 +72,21 @@ def test_stress_non_finite_statistics_are_contained():
     assert np.all(np.isfinite(head.sample(np.random.default_rng(0), size=100)))
 
 
+def test_stress_through_the_whole_model_with_extreme_raw_features():
+    """Collinear contexts of magnitude 1e9 and constant columns go through encoder, head and all rules."""
+    rng = np.random.default_rng(6)
+    base = rng.normal(size=(2000, 1)) * 1e9
+    contexts = np.hstack([base, base * (1 + 1e-12), np.full((2000, 1), 7.0), rng.normal(size=(2000, 1)) * 1e-9])
+    items = pd.DataFrame({"item_id": range(5), "f": [1e8, 1e8, -1e8, 0.0, 1e8 + 1]})
+    engine = NeuralLinearBandit(list(range(5)), NeuralLinear(**FAST), items, seed=0)
+    engine.fit(rng.integers(5, size=1000), rng.random(1000) < 0.1, contexts[:1000])
+    for start in range(1000, 2000, 100):
+        engine.partial_fit(rng.integers(5, size=100), rng.random(100) < 0.1, contexts[start:start + 100])
+    for rule in ("mean", "ucb", "thompson"):
+        assert np.all(np.isfinite(engine.scores(contexts[:300], rule))), rule
+    assert set(engine.diagnostics()) >= set(SAFEGUARDS)
+
+
 def _toy_problem(seed=0, n=900, n_items=12):
     rng = np.random.default_rng(seed)
     items = pd.DataFrame({"item_id": np.arange(100, 100 + n_items)})
