@@ -64,7 +64,14 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: no run directory was written", file=sys.stderr)
         return 130
     k = config.evaluation.leaderboard_k
-    print(f"\nLeaderboard (k={k}, mean over {outcome.metrics['fold'].nunique()} fold(s)) - run {outcome.path}")
+    folds, seeds = outcome.metrics["fold"].nunique(), outcome.metrics["seed"].nunique()
+    print(f"\nLeaderboard (k={k}, mean over {folds} fold(s) and {seeds} seed(s)) - run {outcome.path}")
     print(format_leaderboard(outcome.leaderboard))
+    if outcome.off_policy_summary is not None:
+        overall = outcome.off_policy_summary.query("policy == 'ALL'").set_index("estimator")
+        print("\nOff-policy estimates of true_ctr@1 over all (policy, seed, fold) cases (off_policy_summary.csv):")
+        print(overall[["cases", "bias", "rmse", "coverage", "mean_matched_events"]].to_string(float_format="{:.4f}".format))
+    for note in outcome.notes:
+        print(f"note: {note}")
     print(f"\nfinished in {outcome.timings['total']:.1f} s")
     return 0

@@ -192,6 +192,11 @@ def _default_policies() -> dict[str, PolicyConfig]:
 
 
 # --------------------------------------------------------------------------------------- evaluation
+class OffPolicyConfig(Strict):
+    enabled: bool = Field(True, description="IPS/SNIPS/DR of each policy's top-1 value when propensities exist")
+    reward_model: Literal["logistic", "item_mean"] = Field("logistic", description="r_hat for DR")
+
+
 class EvaluationConfig(Strict):
     top_k: int = Field(10, ge=1, description="length of each recommendation list")
     k_list: list[int] = Field(default_factory=lambda: [1, 3, 5, 10], description="cut-offs for every metric")
@@ -203,6 +208,7 @@ class EvaluationConfig(Strict):
     warm_start: bool = Field(False, description="Mab2Rec warm start of cold items from item features")
     warm_start_distance: float | None = Field(None, ge=0, le=1)
     batch_size: int = Field(100_000, ge=1, description="Mab2Rec batch size")
+    off_policy: OffPolicyConfig = OffPolicyConfig()
 
     @model_validator(mode="after")
     def _consistent_k(self) -> "EvaluationConfig":
@@ -224,6 +230,7 @@ class RunConfig(Strict):
 
 class PipelineConfig(Strict):
     seed: int = Field(42, description="seeds the data generator, splits, features and every policy")
+    seeds: list[int] | None = Field(None, description="repeat the whole run once per seed (overrides seed)")
     run: RunConfig = RunConfig()
     data: DataConfig = DataConfig()
     split: SplitConfig = SplitConfig()
@@ -241,6 +248,13 @@ class PipelineConfig(Strict):
             raise ValueError(f"the policy name {reserved[0]!r} is reserved for the ground-truth row; choose another")
         return policies
 
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int] | None) -> list[int] | None:
+        if seeds is not None and (not seeds or len(set(seeds)) != len(seeds)):
+            raise ValueError(f"seeds must be a non-empty list of distinct integers; got {seeds}")
+        return seeds
+
     @model_validator(mode="after")
     def _split_matches_data(self) -> "PipelineConfig":
         separate_files = self.data.source == "files" and self.data.files.train is not None
@@ -256,6 +270,10 @@ class PipelineConfig(Strict):
         if self.split.method is not None:
             return self.split.method
         return "given" if self.data.source == "files" and self.data.files.train is not None else "temporal"
+
+    @property
+    def seed_list(self) -> list[int]:
+        return list(self.seeds) if self.seeds else [self.seed]
 
     @property
     def data_seed(self) -> int:

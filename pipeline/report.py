@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
+from scipy import stats
 
 from pipeline.config import METRIC_NAMES
 from pipeline.evaluation import ORACLE
@@ -31,6 +33,22 @@ def leaderboard(metrics: pd.DataFrame, k: int) -> pd.DataFrame:
         table = pd.concat([policies, table.loc[[ORACLE]]]) if ORACLE in table.index else policies
     table.index.name = "policy"
     return table
+
+
+def seed_summary(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Mean over seeds of each (policy, metric, k), with a 95% Student-t interval across seeds.
+
+    Each seed's value is first averaged over its folds, so a seed counts once whatever the split.
+    """
+    per_seed = metrics.groupby(["policy", "metric", "k", "seed"], sort=False)["value"].mean().reset_index()
+    rows = []
+    for (policy, metric, k), group in per_seed.groupby(["policy", "metric", "k"], sort=False):
+        values = group["value"].dropna().to_numpy()
+        mean = float(values.mean()) if len(values) else float("nan")
+        half = float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))) \
+            if len(values) > 1 else float("nan")
+        rows.append((policy, metric, k, len(values), mean, mean - half, mean + half))
+    return pd.DataFrame(rows, columns=["policy", "metric", "k", "n_seeds", "mean", "low", "high"])
 
 
 def format_leaderboard(table: pd.DataFrame) -> str:

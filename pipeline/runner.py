@@ -1,4 +1,8 @@
-"""One pipeline run: data -> split -> features -> policies -> evaluation -> run directory."""
+"""One pipeline run: data -> split -> features -> policies -> evaluation -> run directory.
+
+With ``seeds: [...]`` the whole run (data, split, features, policies) is repeated once per seed inside
+one run directory; every table carries a ``seed`` column.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import logging
 import platform
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
@@ -15,9 +19,11 @@ from tqdm.auto import tqdm
 
 from pipeline.config import PipelineConfig
 from pipeline.data import load_dataset
+from pipeline.data.dataset import PROPENSITY
 from pipeline.evaluation import GroundTruth, check_inputs, oracle_replay_rows, run_policy
 from pipeline.features import build_fold_features, item_featurizer, item_vectors
-from pipeline.report import leaderboard
+from pipeline.offpolicy import RewardModel, off_policy_rows, summarise_against_truth
+from pipeline.report import leaderboard, seed_summary
 from pipeline.rundir import RunDirectory
 from pipeline.split import make_folds
 from pipeline.timing import StageTimer
@@ -34,98 +40,157 @@ class RunOutcome:
     metrics: pd.DataFrame
     leaderboard: pd.DataFrame
     timings: dict[str, float]
+    off_policy_summary: pd.DataFrame | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Tables:
+    """Rows gathered over seeds, folds and policies, written once at the end."""
+
+    metrics: list = field(default_factory=list)
+    recommendations: list = field(default_factory=list)
+    off_policy: list = field(default_factory=list)
+    diagnostics: list = field(default_factory=list)
+    folds: list = field(default_factory=list)
+    data: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)
 
 
 def run_pipeline(config: PipelineConfig, progress: bool = True) -> RunOutcome:
     """Run every stage and write the run directory; raises ``PipelineError`` on bad config or data."""
     started = time.perf_counter()
     timer = StageTimer()
-    seed = config.seed
-    with timer.stage("data"):
-        dataset = load_dataset(config)
-    log.info("data: %d events, %d items, contexts per %s", len(dataset.interactions), dataset.n_items,
-             dataset.context_level)
-    with timer.stage("split"):
-        folds = make_folds(dataset, config.split_method, config.split, seed)
-    with timer.stage("item_features"):
-        items = item_featurizer(dataset, config.features, seed)
-        vectors = item_vectors(items, dataset.items) if items is not None else None
     policies = config.policy_specs()
-    use_truth = config.evaluation.ground_truth and dataset.click_model is not None
-
-    metric_frames, recommendation_frames, fold_sizes, diagnostics = [], [], [], []
+    seeds = config.seed_list
+    n_folds = config.split.n_folds if config.split_method == "kfold" else 1
+    tables = _Tables()
     with RunDirectory(config.run.output_dir, config.run.name or "run") as run_dir:
-        bar = tqdm(total=len(folds) * len(policies), desc="policies", unit="policy", disable=not progress)
-        for fold in folds:
-            with timer.stage("context_features"):
-                features = build_fold_features(dataset, fold, config.features)
-            check_inputs(policies, features, vectors, config.evaluation, dataset)
-            fold_sizes.append({"fold": fold.index, "n_train": len(features.train), "n_test": len(features.test),
-                               "n_test_contexts": int(features.test["context_id"].nunique())})
-            if features.context_featurizer is not None:
-                run_dir.write_pickle(f"artifacts/fold_{fold.index}/context_featurizer.joblib",
-                                     features.context_featurizer)
-            truth = None
-            if use_truth:
-                with timer.stage("ground_truth"):
-                    truth = GroundTruth(dataset, features, config.evaluation.k_list)
-                    oracle = truth.oracle(config.evaluation.top_k, fold.index)
-                    recommendation_frames.append(oracle)
-                    metric_frames += [oracle_replay_rows(oracle, features, config.evaluation, fold.index),
-                                      truth.metric_rows(oracle, "Oracle", fold.index)]
-            for spec in policies:
-                bar.set_postfix_str(f"fold {fold.index} {spec.name}")
-                with timer.stage(f"policy:{spec.name}"):
-                    result = run_policy(spec, features, vectors, fold.index, config.evaluation, seed)
-                metric_frames.append(result.metrics)
-                recommendation_frames.append(result.recommendations)
-                _keep_model_outputs(result.recommender, spec.name, fold.index, run_dir, diagnostics)
-                if truth is not None:
-                    with timer.stage("ground_truth"):
-                        metric_frames.append(truth.metric_rows(result.recommendations, spec.name, fold.index))
-                bar.update()
+        bar = tqdm(total=len(seeds) * n_folds * len(policies), desc="policies", unit="policy", disable=not progress)
+        for seed in seeds:
+            _run_seed(config.model_copy(update={"seed": seed}), policies, run_dir, timer, bar, tables)
         bar.close()
 
         with timer.stage("write"):
-            metrics = pd.concat(metric_frames, ignore_index=True)
+            metrics = _with_seed_first(pd.concat(tables.metrics, ignore_index=True))
             metrics.insert(0, "run", run_dir.name)
             table = leaderboard(metrics, config.evaluation.leaderboard_k)
             run_dir.write_yaml("config.yaml", config.resolved())
             run_dir.write_table("metrics", metrics)
             run_dir.write_table("leaderboard", table.reset_index())
-            run_dir.write_table("recommendations", pd.concat(recommendation_frames, ignore_index=True), csv=False)
-            if items is not None:
-                run_dir.write_pickle("artifacts/item_featurizer.joblib", items)
-                run_dir.write_table("artifacts/item_vectors", vectors, csv=False)
-            if dataset.click_model is not None:
-                dataset.click_model.save(run_dir.file("artifacts/click_model.npz"))
-                for name, frame in (("interactions", dataset.interactions), ("users", dataset.users),
-                                    ("items", dataset.items)):
-                    run_dir.write_table(f"data/{name}", frame, csv=False)
-            if diagnostics:
-                run_dir.write_table("safeguards", pd.DataFrame(diagnostics, columns=["policy", "fold", "counter", "count"]))
+            if len(seeds) > 1:
+                run_dir.write_table("seed_summary", seed_summary(metrics))
+            run_dir.write_table("recommendations", _with_seed_first(pd.concat(tables.recommendations)), csv=False)
+            summary = None
+            if tables.off_policy:
+                estimates = _with_seed_first(pd.concat(tables.off_policy, ignore_index=True))
+                run_dir.write_table("off_policy", estimates)
+                truth = metrics.query("metric == 'true_ctr' and k == 1")
+                if len(truth):
+                    summary = summarise_against_truth(estimates, truth.rename(columns={"value": "truth"})[
+                        ["seed", "fold", "policy", "truth"]])
+                    run_dir.write_table("off_policy_summary", summary)
+            if tables.diagnostics:
+                run_dir.write_table("safeguards", pd.DataFrame(
+                    tables.diagnostics, columns=["seed", "policy", "fold", "counter", "count"]))
             run_dir.write_json("versions.json", library_versions())
         timings = {**timer.seconds, "total": time.perf_counter() - started}
         run_dir.write_json("timings.json", timings)
         run_dir.complete({
-            "seed": seed,
+            "seeds": seeds,
             "split": config.split_method,
-            "folds": fold_sizes,
+            "folds": tables.folds,
             "policies": {spec.name: spec.description for spec in policies},
-            "ground_truth": use_truth,
-            "data": dataset.summary(),
+            "ground_truth": "true_ctr" in set(metrics["metric"]),
+            "data": tables.data,
             "leaderboard_k": config.evaluation.leaderboard_k,
+            "notes": tables.notes,
         })
     log.info("run written to %s", run_dir.final)
-    return RunOutcome(run_dir.final, metrics, table, timings)
+    return RunOutcome(run_dir.final, metrics, table, timings, summary, tables.notes)
 
 
-def _keep_model_outputs(recommender, policy: str, fold: int, run_dir: RunDirectory, diagnostics: list) -> None:
+def _run_seed(config: PipelineConfig, policies, run_dir: RunDirectory, timer: StageTimer, bar, tables: _Tables) -> None:
+    seed = config.seed
+    with timer.stage("data"):
+        dataset = load_dataset(config)
+    log.info("seed %d: %d events, %d items, contexts per %s", seed, len(dataset.interactions), dataset.n_items,
+             dataset.context_level)
+    tables.data = dataset.summary()
+    with timer.stage("split"):
+        folds = make_folds(dataset, config.split_method, config.split, seed)
+    with timer.stage("item_features"):
+        items = item_featurizer(dataset, config.features, seed)
+        vectors = item_vectors(items, dataset.items) if items is not None else None
+    prefix = f"artifacts/seed_{seed}"
+    if items is not None:
+        run_dir.write_pickle(f"{prefix}/item_featurizer.joblib", items)
+        run_dir.write_table(f"{prefix}/item_vectors", vectors, csv=False)
+    if dataset.click_model is not None:
+        dataset.click_model.save(run_dir.file(f"{prefix}/click_model.npz"))
+        for name, frame in (("interactions", dataset.interactions), ("users", dataset.users), ("items", dataset.items)):
+            run_dir.write_table(f"data/seed_{seed}/{name}", frame, csv=False)
+    use_truth = config.evaluation.ground_truth and dataset.click_model is not None
+    use_off_policy = config.evaluation.off_policy.enabled and dataset.has_propensity
+    if config.evaluation.off_policy.enabled and not dataset.has_propensity:
+        note = (f"off-policy estimates skipped: {dataset.source('interactions')} has no propensity column "
+                "(data.files.columns.propensity)")
+        if note not in tables.notes:
+            tables.notes.append(note)
+            log.warning(note)
+
+    for fold in folds:
+        with timer.stage("context_features"):
+            features = build_fold_features(dataset, fold, config.features)
+        check_inputs(policies, features, vectors, config.evaluation, dataset)
+        tables.folds.append({"seed": seed, "fold": fold.index, "n_train": len(features.train),
+                             "n_test": len(features.test), "n_test_contexts": int(features.test["context_id"].nunique())})
+        if features.context_featurizer is not None:
+            run_dir.write_pickle(f"{prefix}/fold_{fold.index}/context_featurizer.joblib", features.context_featurizer)
+        truth = None
+        if use_truth:
+            with timer.stage("ground_truth"):
+                truth = GroundTruth(dataset, features, config.evaluation.k_list)
+                oracle = truth.oracle(config.evaluation.top_k, fold.index)
+                tables.recommendations.append(oracle.assign(seed=seed))
+                replay = oracle_replay_rows(oracle, features, config.evaluation, fold.index)
+                tables.metrics += [replay.assign(seed=seed),
+                                   truth.metric_rows(oracle, "Oracle", fold.index).assign(seed=seed)]
+        reward_model = None
+        if use_off_policy:
+            with timer.stage("off_policy"):
+                reward_model = RewardModel(config.evaluation.off_policy.reward_model, seed).fit(features)
+                propensity = dataset.interactions[PROPENSITY].to_numpy()[fold.test_rows]
+        for spec in policies:
+            bar.set_postfix_str(f"seed {seed} fold {fold.index} {spec.name}")
+            with timer.stage(f"policy:{spec.name}"):
+                result = run_policy(spec, features, vectors, fold.index, config.evaluation, seed)
+            tables.metrics.append(result.metrics.assign(seed=seed))
+            tables.recommendations.append(result.recommendations.assign(seed=seed))
+            _keep_model_outputs(result.recommender, spec.name, seed, fold.index, run_dir, tables.diagnostics)
+            if truth is not None:
+                with timer.stage("ground_truth"):
+                    true_rows = truth.metric_rows(result.recommendations, spec.name, fold.index)
+                    tables.metrics.append(true_rows.assign(seed=seed))
+            if reward_model is not None:
+                with timer.stage("off_policy"):
+                    estimates = off_policy_rows(result.recommendations, features, propensity, reward_model,
+                                                spec.name, fold.index)
+                    tables.off_policy.append(estimates.assign(seed=seed))
+            bar.update()
+
+
+def _with_seed_first(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame[["seed"] + [c for c in frame.columns if c != "seed"]].reset_index(drop=True)
+
+
+def _keep_model_outputs(recommender, policy: str, seed: int, fold: int, run_dir: RunDirectory,
+                        diagnostics: list) -> None:
     """Export policies that can export themselves (NeuralLinear) and collect their safeguard counters."""
     if hasattr(recommender, "export"):
-        recommender.export(run_dir.file(f"artifacts/fold_{fold}/{safe_name(policy)}"))
+        recommender.export(run_dir.file(f"artifacts/seed_{seed}/fold_{fold}/{safe_name(policy)}"))
     if hasattr(recommender, "diagnostics"):
-        diagnostics += [(policy, fold, counter, count) for counter, count in recommender.diagnostics().items()]
+        diagnostics += [(seed, policy, fold, counter, count) for counter, count in recommender.diagnostics().items()]
 
 
 def safe_name(name: str) -> str:

@@ -177,7 +177,7 @@ def test_neural_linear_runs_in_the_pipeline_and_writes_its_exports(write_config,
     assert {"NeuralLinear-warm", "NeuralLinUCB", "LinUCB", "Oracle"} == set(outcome.leaderboard.index)
     assert outcome.leaderboard["true_ctr@1"].notna().all()
     for name in ("NeuralLinear-warm", "NeuralLinUCB"):
-        export = outcome.path / "artifacts" / "fold_0" / name
+        export = outcome.path / "artifacts" / "seed_3" / "fold_0" / name
         assert (export / "encoder.npz").is_file() and (export / "heads.json").is_file()
     safeguards = pd.read_csv(outcome.path / "safeguards.csv")
     assert set(safeguards["policy"]) == {"NeuralLinear-warm", "NeuralLinUCB"}

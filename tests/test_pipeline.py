@@ -40,22 +40,25 @@ def test_run_directory_holds_every_output(tiny_run):
     _, outcome = tiny_run
     names = {p.relative_to(outcome.path).as_posix() for p in outcome.path.rglob("*") if p.is_file()}
     assert {"config.yaml", "metrics.parquet", "metrics.csv", "leaderboard.csv", "recommendations.parquet",
-            "timings.json", "versions.json", "run.json", "artifacts/click_model.npz",
-            "artifacts/item_featurizer.joblib", "artifacts/fold_0/context_featurizer.joblib"} <= names
+            "off_policy.csv", "off_policy_summary.csv", "safeguards.csv",
+            "timings.json", "versions.json", "run.json", "artifacts/seed_3/click_model.npz",
+            "artifacts/seed_3/item_featurizer.joblib", "artifacts/seed_3/fold_0/context_featurizer.joblib",
+            "data/seed_3/interactions.parquet"} <= names
     run = json.loads((outcome.path / "run.json").read_text())
-    assert run["status"] == "complete" and run["seed"] == 3 and run["split"] == "temporal"
-    assert run["folds"] == [{"fold": 0, "n_train": 1200, "n_test": 300, "n_test_contexts": 300}]
+    assert run["status"] == "complete" and run["seeds"] == [3] and run["split"] == "temporal"
+    assert run["folds"] == [{"seed": 3, "fold": 0, "n_train": 1200, "n_test": 300, "n_test_contexts": 300}]
     versions = json.loads((outcome.path / "versions.json").read_text())
     assert versions["mab2rec"] == "1.3.1" and versions["pandas"].startswith("2.3")
     timings = json.loads((outcome.path / "timings.json").read_text())
-    assert {"data", "split", "item_features", "context_features", "policy:LinUCB", "ground_truth", "total"} <= set(timings)
+    assert {"data", "split", "item_features", "context_features", "policy:LinUCB", "ground_truth", "off_policy",
+            "total"} <= set(timings)
     assert not list(outcome.path.parent.glob(".partial-*"))
 
 
 def test_metrics_table_is_long_and_complete(tiny_run):
     _, outcome = tiny_run
     metrics = pd.read_parquet(outcome.path / "metrics.parquet")
-    assert list(metrics.columns) == ["run", "policy", "metric", "k", "fold", "value"]
+    assert list(metrics.columns) == ["run", "seed", "policy", "metric", "k", "fold", "value"]
     pd.testing.assert_frame_equal(metrics, pd.read_csv(outcome.path / "metrics.csv"), rtol=1e-12)
     assert set(metrics["policy"]) == set(DEFAULT_POLICIES) | {"Oracle"}
     for policy in DEFAULT_POLICIES + ["Oracle"]:
@@ -84,7 +87,7 @@ def test_leaderboard_has_every_policy_truth_columns_and_oracle_last(tiny_run):
 def test_recommendations_are_ranked_top_k_lists(tiny_run):
     _, outcome = tiny_run
     recs = pd.read_parquet(outcome.path / "recommendations.parquet")
-    assert list(recs.columns) == ["fold", "policy", "rank", "context_id", "item_id", "score"]
+    assert list(recs.columns) == ["seed", "fold", "policy", "rank", "context_id", "item_id", "score"]
     per_list = recs.groupby(["policy", "context_id"])
     assert (per_list.size() == 5).all()
     assert (per_list["rank"].apply(lambda r: list(r) == [0, 1, 2, 3, 4])).all()
@@ -111,7 +114,7 @@ def test_a_different_seed_changes_the_data_and_metrics(tiny_run):
 
 def test_saved_featurizers_featurize_a_new_context_the_same_way(tiny_run):
     _, outcome = tiny_run
-    featurizer = joblib.load(outcome.path / "artifacts/fold_0/context_featurizer.joblib")
+    featurizer = joblib.load(outcome.path / "artifacts/seed_3/fold_0/context_featurizer.joblib")
     new_context = pd.DataFrame([{"device": "mobile", "daypart": "evening", "is_weekend": True, "age": 30,
                                  "gender": "female", "location": "urban", "traffic_source": "ads",
                                  "membership": "gold", "preferred_device": "mobile"}])
@@ -119,9 +122,9 @@ def test_saved_featurizers_featurize_a_new_context_the_same_way(tiny_run):
     assert vector.shape == (1, len(featurizer.feature_names_))
     assert vector[0, featurizer.feature_names_.index("device_mobile")] == 1
     assert vector[0, featurizer.feature_names_.index("daypart_morning")] == 0
-    items = joblib.load(outcome.path / "artifacts/item_featurizer.joblib")
-    saved_vectors = pd.read_parquet(outcome.path / "artifacts/item_vectors.parquet")
-    catalog = pd.read_parquet(outcome.path / "data/items.parquet")
+    items = joblib.load(outcome.path / "artifacts/seed_3/item_featurizer.joblib")
+    saved_vectors = pd.read_parquet(outcome.path / "artifacts/seed_3/item_vectors.parquet")
+    catalog = pd.read_parquet(outcome.path / "data/seed_3/items.parquet")
     np.testing.assert_allclose(items.transform(catalog), saved_vectors.drop(columns="item_id").to_numpy())
 
 
@@ -139,7 +142,7 @@ def test_byo_run_equals_mab2rec_benchmark_called_directly(byo_config, sample_fil
     # The user features as the run's saved featurizer encodes them.
     users = pd.read_csv(sample_files / "users.csv")
     users = users[users["user_id"].isin(log["user_id"])].reset_index(drop=True)
-    featurizer = joblib.load(outcome.path / "artifacts/fold_0/context_featurizer.joblib")
+    featurizer = joblib.load(outcome.path / "artifacts/seed_7/fold_0/context_featurizer.joblib")
     user_features = pd.concat([users[["user_id"]], pd.DataFrame(featurizer.transform(users),
                                                                 columns=featurizer.feature_names_)], axis=1)
     recommenders = {
@@ -205,7 +208,7 @@ def test_event_context_and_time_flags_make_events_the_contexts(byo_config, sampl
     log.to_csv(path, index=False)
     config = load_config(byo_config(data__files__event_context=["page"], features__time_flags=True))
     outcome = run_pipeline(config, progress=False)
-    featurizer = joblib.load(outcome.path / "artifacts/fold_0/context_featurizer.joblib")
+    featurizer = joblib.load(outcome.path / "artifacts/seed_7/fold_0/context_featurizer.joblib")
     assert {"page_home", "daypart_evening", "is_weekend", "age"} <= set(featurizer.feature_names_)
     run = json.loads((outcome.path / "run.json").read_text())
     assert run["folds"][0]["n_test_contexts"] == run["folds"][0]["n_test"] == 1000
