@@ -71,6 +71,14 @@ def main(argv: list[str] | None = None) -> int:
         overall = outcome.off_policy_summary.query("policy == 'ALL'").set_index("estimator")
         print("\nOff-policy estimates of true_ctr@1 over all (policy, seed, fold) cases (off_policy_summary.csv):")
         print(overall[["cases", "bias", "rmse", "coverage", "mean_matched_events"]].to_string(float_format="{:.4f}".format))
+    if outcome.simulation_summary is not None:
+        columns = ["cum_reward", "cum_regret", "regret_growth_ratio"]
+        if outcome.simulation_summary["shock_step"].notna().any():
+            columns += ["recovery_steps", "recovered"]
+        sim = outcome.simulation_summary.groupby("policy", sort=False)[columns].first() \
+            if outcome.simulation_summary["seed"].nunique() == 1 else outcome.simulation_summary
+        print(f"\nOnline simulation ({config.simulation.steps} steps, {config.simulation.scenario}; simulation.csv):")
+        print(sim.to_string(float_format="{:.3f}".format))
     for note in outcome.notes:
         print(f"note: {note}")
     print(f"\nfinished in {outcome.timings['total']:.1f} s")

@@ -223,6 +223,28 @@ class EvaluationConfig(Strict):
         return self
 
 
+class SimulationConfig(Strict):
+    """Online simulation against the synthetic click model (synthetic data only)."""
+
+    enabled: bool = False
+    steps: int = Field(20_000, ge=1, description="events the policies serve, after the warm-up")
+    batch_size: int = Field(500, ge=1, description="events between two partial_fit calls")
+    warmup: int = Field(500, ge=1, description="uniformly random events every policy is first fitted on")
+    rolling_window: int = Field(2_000, ge=1, description="steps in the rolling CTR")
+    scenario: Literal["stationary", "shock"] = "stationary"
+    shock_step: int = Field(10_000, ge=1, description="step at which the click model changes (scenario: shock)")
+    shock_strength: float = Field(1.0, ge=0, le=1, description="0: no change, 1: brand-new tastes")
+    recovery_share: float = Field(0.9, gt=0, le=1, description="recovered when the share of Oracle's rolling "
+                                                              "CTR is back to this fraction of its pre-shock value")
+    policies: list[str] | None = Field(None, description="policies to simulate; null: all")
+
+    @model_validator(mode="after")
+    def _shock_inside(self) -> "SimulationConfig":
+        if self.scenario == "shock" and self.shock_step >= self.steps:
+            raise ValueError(f"shock_step={self.shock_step} must be below steps={self.steps}")
+        return self
+
+
 class RunConfig(Strict):
     output_dir: Path = Path("runs")
     name: str | None = Field(None, description="run name prefix; null uses the config file's name")
@@ -237,6 +259,7 @@ class PipelineConfig(Strict):
     features: FeaturesConfig = FeaturesConfig()
     policies: dict[str, PolicyConfig] = Field(default_factory=_default_policies)
     evaluation: EvaluationConfig = EvaluationConfig()
+    simulation: SimulationConfig = SimulationConfig()
 
     @field_validator("policies")
     @classmethod
@@ -254,6 +277,16 @@ class PipelineConfig(Strict):
         if seeds is not None and (not seeds or len(set(seeds)) != len(seeds)):
             raise ValueError(f"seeds must be a non-empty list of distinct integers; got {seeds}")
         return seeds
+
+    @model_validator(mode="after")
+    def _simulation_needs_truth(self) -> "PipelineConfig":
+        if self.simulation.enabled and self.data.source != "synthetic":
+            raise ValueError("simulation.enabled needs data.source: synthetic (the simulation draws clicks from the "
+                             "generator's click model)")
+        unknown = sorted(set(self.simulation.policies or []) - set(self.policies))
+        if unknown:
+            raise ValueError(f"simulation.policies names {unknown}, which are not in policies ({', '.join(self.policies)})")
+        return self
 
     @model_validator(mode="after")
     def _split_matches_data(self) -> "PipelineConfig":

@@ -119,7 +119,7 @@ def item_featurizer(dataset: Dataset, config: FeaturesConfig, seed: int) -> Item
     items, origin = dataset.items, dataset.source("items")
     text = list(config.item_text.columns)
     _require_columns(items, text, origin, "features.item_text.columns")
-    categorical, numeric = _feature_columns(items, [ITEM_ID] + text, config.item_categorical, config.item_numeric,
+    categorical, numeric = infer_feature_columns(items, [ITEM_ID] + text, config.item_categorical, config.item_numeric,
                                             config.exclude, origin, "features.item")
     _reject_nan(items, text + categorical + numeric, origin, ITEM_ID)
     return ItemFeaturizer(text, config.item_text.text_schema, TabularFeaturizer(categorical, numeric), seed).fit(items)
@@ -157,7 +157,7 @@ def build_fold_features(dataset: Dataset, fold: Fold, config: FeaturesConfig) ->
     raw = raw.drop_duplicates(CONTEXT_ID).reset_index(drop=True)
     raw_train = raw[raw[CONTEXT_ID].isin(train[CONTEXT_ID])]
     origin = dataset.source("users") if not dataset.event_context else dataset.source("interactions")
-    categorical, numeric = _feature_columns(raw_train, [CONTEXT_ID], config.context_categorical,
+    categorical, numeric = infer_feature_columns(raw_train, [CONTEXT_ID], config.context_categorical,
                                             config.context_numeric, config.exclude, origin, "features.context")
     if not categorical and not numeric:
         return FoldFeatures(None, train, test, None)
@@ -178,7 +178,7 @@ def _mab2rec_rows(logged: pd.DataFrame, key: str) -> pd.DataFrame:
     return frame
 
 
-def _feature_columns(frame: pd.DataFrame, reserved: list[str], categorical: list[str] | None,
+def infer_feature_columns(frame: pd.DataFrame, reserved: list[str], categorical: list[str] | None,
                      numeric: list[str] | None, exclude: list[str], origin: str, key: str) -> tuple[list, list]:
     """Declared columns are checked; undeclared ones are inferred: numbers and booleans -> numeric."""
     candidates = [c for c in frame.columns if c not in reserved and c not in exclude]

@@ -25,6 +25,7 @@ from pipeline.features import build_fold_features, item_featurizer, item_vectors
 from pipeline.offpolicy import RewardModel, off_policy_rows, summarise_against_truth
 from pipeline.report import leaderboard, seed_summary
 from pipeline.rundir import RunDirectory
+from pipeline.simulation import simulate
 from pipeline.split import make_folds
 from pipeline.timing import StageTimer
 
@@ -41,6 +42,7 @@ class RunOutcome:
     leaderboard: pd.DataFrame
     timings: dict[str, float]
     off_policy_summary: pd.DataFrame | None = None
+    simulation_summary: pd.DataFrame | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -52,6 +54,8 @@ class _Tables:
     recommendations: list = field(default_factory=list)
     off_policy: list = field(default_factory=list)
     diagnostics: list = field(default_factory=list)
+    simulation: list = field(default_factory=list)
+    simulation_summary: list = field(default_factory=list)
     folds: list = field(default_factory=list)
     data: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
@@ -90,6 +94,11 @@ def run_pipeline(config: PipelineConfig, progress: bool = True) -> RunOutcome:
                     summary = summarise_against_truth(estimates, truth.rename(columns={"value": "truth"})[
                         ["seed", "fold", "policy", "truth"]])
                     run_dir.write_table("off_policy_summary", summary)
+            simulation = None
+            if tables.simulation:
+                run_dir.write_table("simulation", _with_seed_first(pd.concat(tables.simulation, ignore_index=True)))
+                simulation = _with_seed_first(pd.concat(tables.simulation_summary, ignore_index=True))
+                run_dir.write_table("simulation_summary", simulation)
             if tables.diagnostics:
                 run_dir.write_table("safeguards", pd.DataFrame(
                     tables.diagnostics, columns=["seed", "policy", "fold", "counter", "count"]))
@@ -104,10 +113,11 @@ def run_pipeline(config: PipelineConfig, progress: bool = True) -> RunOutcome:
             "ground_truth": "true_ctr" in set(metrics["metric"]),
             "data": tables.data,
             "leaderboard_k": config.evaluation.leaderboard_k,
+            "simulation": config.simulation.model_dump() if config.simulation.enabled else None,
             "notes": tables.notes,
         })
     log.info("run written to %s", run_dir.final)
-    return RunOutcome(run_dir.final, metrics, table, timings, summary, tables.notes)
+    return RunOutcome(run_dir.final, metrics, table, timings, summary, simulation, tables.notes)
 
 
 def _run_seed(config: PipelineConfig, policies, run_dir: RunDirectory, timer: StageTimer, bar, tables: _Tables) -> None:
@@ -178,6 +188,13 @@ def _run_seed(config: PipelineConfig, policies, run_dir: RunDirectory, timer: St
                                                 spec.name, fold.index)
                     tables.off_policy.append(estimates.assign(seed=seed))
             bar.update()
+
+    if config.simulation.enabled:
+        log.info("seed %d: simulating %d online steps", seed, config.simulation.steps)
+        with timer.stage("simulation"):
+            curves, summary = simulate(config, dataset, vectors, policies, seed)
+        tables.simulation.append(curves.assign(seed=seed))
+        tables.simulation_summary.append(summary.assign(seed=seed))
 
 
 def _with_seed_first(frame: pd.DataFrame) -> pd.DataFrame:

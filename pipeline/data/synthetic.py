@@ -12,6 +12,7 @@ against the truth and compute the Oracle.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -237,6 +238,21 @@ class ClickModel:
             raise KeyError("item ids unknown to the click model")
         return positions
 
+    def shifted(self, strength: float, rng: np.random.Generator) -> "ClickModel":
+        """A market shock: a copy whose tastes moved by ``strength`` (0: none, 1: brand-new tastes).
+
+        Every random table (item quality, all the category and style affinities, user tastes, the tanh
+        network's output weights) becomes ``sqrt(1 - s^2) * old + s * fresh``, which keeps each term's
+        spread, so the click rate stays about the same while which items are good for whom changes.
+        """
+        shocked = copy.deepcopy(self)
+        keep = np.sqrt(max(1.0 - strength ** 2, 0.0))
+        for name in ("quality", "segment_affinity", "source_affinity", "daypart_affinity", "weekend_affinity",
+                     "device_affinity", "user_style", "user_taste", "hidden_out"):
+            old = getattr(self, name)
+            setattr(shocked, name, keep * old + strength * rng.normal(size=old.shape) * old.std())
+        return shocked
+
     def save(self, path: Path) -> None:
         """Store every parameter (NumPy arrays) so the truth can be recomputed without the generator."""
         np.savez_compressed(path, **{name: np.asarray(value) for name, value in vars(self).items()})
@@ -258,7 +274,7 @@ def generate(config: SyntheticConfig, seed: int) -> Dataset:
     rng = np.random.default_rng(seed)
     users = _make_users(config.n_users, rng)
     items = _make_items(config.n_items, config.n_categories, rng)
-    events = _make_events(config, users, rng)
+    events = make_events(config, users, rng)
     model = ClickModel(users, items, config.effects, rng)
     model.calibrate(model.event_arrays(events), config.base_ctr, rng)
 
@@ -318,7 +334,8 @@ def _make_items(n_items: int, n_categories: int, rng: np.random.Generator) -> pd
     return pd.DataFrame(rows)
 
 
-def _make_events(config: SyntheticConfig, users: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
+def make_events(config: SyntheticConfig, users: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
+    """``config.n_events`` events of these users over ``config.n_days`` days from ``config.start_date``."""
     n = config.n_events
     activity = rng.lognormal(0, 1, len(users))
     user_rows = rng.choice(len(users), size=n, p=activity / activity.sum())
