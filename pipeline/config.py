@@ -208,6 +208,7 @@ class EvaluationConfig(Strict):
     warm_start: bool = Field(False, description="Mab2Rec warm start of cold items from item features")
     warm_start_distance: float | None = Field(None, ge=0, le=1)
     batch_size: int = Field(100_000, ge=1, description="Mab2Rec batch size")
+    bootstrap_resamples: int = Field(200, ge=0, description="resamples for every metric's 95% interval; 0: none")
     off_policy: OffPolicyConfig = OffPolicyConfig()
 
     @model_validator(mode="after")

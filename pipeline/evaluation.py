@@ -29,6 +29,7 @@ from pipeline.data.dataset import CONTEXT_ID, EVENT_ID, ITEM_ID, RESPONSE, Datas
 from pipeline.errors import ConfigError
 from pipeline.features import FoldFeatures
 from pipeline.policies import PolicySpec
+from pipeline.uncertainty import Bootstrap, replay_details
 
 SCORE = "score"  # Mab2Rec's name for the recommendation score, and the click column Jurity compares
 ORACLE = "Oracle"
@@ -36,7 +37,7 @@ METRIC_CLASSES = {
     "AUC": BinaryRecoMetrics.AUC, "CTR": BinaryRecoMetrics.CTR, "Precision": RankingRecoMetrics.Precision,
     "Recall": RankingRecoMetrics.Recall, "NDCG": RankingRecoMetrics.NDCG, "MAP": RankingRecoMetrics.MAP,
 }
-METRIC_COLUMNS = ["policy", "metric", "k", "fold", "value"]
+METRIC_COLUMNS = ["policy", "metric", "k", "fold", "value", "low", "high", "support"]
 
 
 @dataclass(frozen=True)
@@ -79,14 +80,13 @@ def check_inputs(policies: list[PolicySpec], features: FoldFeatures, item_vector
 
 
 def run_policy(spec: PolicySpec, features: FoldFeatures, item_vectors: pd.DataFrame | None, fold: int,
-               config: EvaluationConfig, seed: int) -> PolicyRun:
+               config: EvaluationConfig, seed: int, bootstrap: Bootstrap) -> PolicyRun:
     """Train ``spec`` on the fold's training rows and score it on its test rows.
 
     These are the steps of Mab2Rec's ``benchmark`` for one recommender (``train``, ``score``, Jurity's
     ``CombinedMetrics``) called one by one, so that the trained recommender stays available (for export and
     diagnostics); a test checks the metrics equal ``benchmark``'s.
     """
-    metrics = replay_metrics(config)
     columns = [CONTEXT_ID, ITEM_ID, RESPONSE]
     recommender = spec.build(top_k=config.top_k, seed=seed, item_features=item_vectors)
     common = dict(
@@ -104,14 +104,21 @@ def run_policy(spec: PolicySpec, features: FoldFeatures, item_vectors: pd.DataFr
     )
     train(recommender, features.train[columns], **common)
     recommendations = score(recommender, features.test[columns], **common)
-    actual = features.test[columns].rename(columns={RESPONSE: SCORE})
-    scores = CombinedMetrics(*[metric.jurity for metric in metrics]).get_score(actual, recommendations)
-    return PolicyRun(replay_rows(scores, metrics, spec.name, fold), ranked(recommendations, spec.name, fold),
-                     recommender)
+    metrics = replay_metric_rows(recommendations, features, config, spec.name, fold, bootstrap)
+    return PolicyRun(metrics, ranked(recommendations, spec.name, fold), recommender)
 
 
-def replay_rows(scores: dict[str, float], metrics: list[ReplayMetric], policy: str, fold: int) -> pd.DataFrame:
-    return pd.DataFrame([(policy, m.name, m.k, fold, float(scores[m.label])) for m in metrics], columns=METRIC_COLUMNS)
+def replay_metric_rows(recommendations: pd.DataFrame, features: FoldFeatures, config: EvaluationConfig, policy: str,
+                       fold: int, bootstrap: Bootstrap) -> pd.DataFrame:
+    """Jurity's replay metrics of one policy's lists, with bootstrap intervals and support."""
+    metrics = replay_metrics(config)
+    actual = features.test[[CONTEXT_ID, ITEM_ID, RESPONSE]].rename(columns={RESPONSE: SCORE})
+    predicted = recommendations[[CONTEXT_ID, ITEM_ID, SCORE]]
+    scores = CombinedMetrics(*[m.jurity for m in metrics]).get_score(actual, predicted)
+    values = pd.DataFrame([(policy, m.name, m.k, fold, float(scores[m.label])) for m in metrics],
+                          columns=["policy", "metric", "k", "fold", "value"])
+    details = replay_details(actual, predicted, [(m.name, m.k) for m in metrics], bootstrap)
+    return values.merge(details, on=["metric", "k"], how="left")[METRIC_COLUMNS]
 
 
 def ranked(recommendations: pd.DataFrame, policy: str, fold: int) -> pd.DataFrame:
@@ -133,22 +140,20 @@ class GroundTruth:
         self.item_ids = model.item_ids
         self.probabilities = model.probabilities(dataset.interactions.set_index(EVENT_ID).loc[self.events].reset_index())
         self.k_values = sorted(set([1, *k_values]))
-        self.oracle_ctr: dict[int, float] = {}
+        self.oracle_ctr: dict[int, np.ndarray] = {}
 
     def oracle(self, top_k: int, fold: int) -> pd.DataFrame:
         """The Oracle's recommendations: the items with the highest true probability, best first."""
         top = np.argsort(-self.probabilities, axis=1, kind="stable")[:, :top_k]
-        frame = pd.DataFrame({
+        best = np.take_along_axis(self.probabilities, top, axis=1)
+        self.oracle_ctr = {k: best[:, :k].mean(axis=1) for k in self.k_values}  # per test event
+        return pd.DataFrame({
             "fold": fold, "policy": ORACLE, "rank": np.tile(np.arange(top_k), len(self.events)),
-            CONTEXT_ID: np.repeat(self.events, top_k), ITEM_ID: self.item_ids[top.ravel()],
-            SCORE: np.take_along_axis(self.probabilities, top, axis=1).ravel(),
+            CONTEXT_ID: np.repeat(self.events, top_k), ITEM_ID: self.item_ids[top.ravel()], SCORE: best.ravel(),
         })
-        self.oracle_ctr = {k: float(np.take_along_axis(self.probabilities, top[:, :k], axis=1).mean())
-                           for k in self.k_values}
-        return frame
 
-    def metric_rows(self, recommendations: pd.DataFrame, policy: str, fold: int) -> pd.DataFrame:
-        """``true_ctr``, ``true_hit_rate`` and ``true_regret`` at every k for one policy's ranked lists."""
+    def metric_rows(self, recommendations: pd.DataFrame, policy: str, fold: int, bootstrap: Bootstrap) -> pd.DataFrame:
+        """``true_ctr``, ``true_hit_rate`` and ``true_regret`` at every k, with bootstrap intervals."""
         width = max(self.k_values)
         row_of_event = pd.Series(np.arange(len(self.events)), index=self.events)
         probs = np.zeros((len(self.events), width))  # a slot a policy left empty earns nothing
@@ -158,16 +163,16 @@ class GroundTruth:
         probs[rows, shown["rank"].to_numpy()] = self.probabilities[rows, columns]
         out = []
         for k in self.k_values:
-            ctr = float(probs[:, :k].mean())
-            out += [(policy, "true_ctr", k, fold, ctr),
-                    (policy, "true_hit_rate", k, fold, float((1 - np.prod(1 - probs[:, :k], axis=1)).mean())),
-                    (policy, "true_regret", k, fold, self.oracle_ctr[k] - ctr)]
+            ctr = probs[:, :k].mean(axis=1)
+            per_event = {"true_ctr": ctr, "true_hit_rate": 1 - np.prod(1 - probs[:, :k], axis=1),
+                         "true_regret": self.oracle_ctr[k] - ctr}
+            for name, values in per_event.items():
+                out.append((policy, name, k, fold, float(values.mean()), *bootstrap.mean(values, self.events),
+                            len(values)))
         return pd.DataFrame(out, columns=METRIC_COLUMNS)
 
 
-def oracle_replay_rows(oracle: pd.DataFrame, features: FoldFeatures, config: EvaluationConfig, fold: int) -> pd.DataFrame:
+def oracle_replay_rows(oracle: pd.DataFrame, features: FoldFeatures, config: EvaluationConfig, fold: int,
+                       bootstrap: Bootstrap) -> pd.DataFrame:
     """Jurity's replay metrics for the Oracle's lists, to show the ceiling the replay metrics can reach."""
-    metrics = replay_metrics(config)
-    actual = features.test[[CONTEXT_ID, ITEM_ID, RESPONSE]].rename(columns={RESPONSE: SCORE})
-    scores = CombinedMetrics(*[m.jurity for m in metrics]).get_score(actual, oracle[[CONTEXT_ID, ITEM_ID, SCORE]])
-    return replay_rows(scores, metrics, ORACLE, fold)
+    return replay_metric_rows(oracle, features, config, ORACLE, fold, bootstrap)

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from pipeline.config import PipelineConfig
 from pipeline.data import load_dataset
-from pipeline.data.dataset import PROPENSITY
+from pipeline.data.dataset import CONTEXT_ID, PROPENSITY
 from pipeline.evaluation import GroundTruth, check_inputs, oracle_replay_rows, run_policy
 from pipeline.features import build_fold_features, item_featurizer, item_vectors
 from pipeline.offpolicy import RewardModel, off_policy_rows, summarise_against_truth
@@ -28,6 +28,7 @@ from pipeline.rundir import RunDirectory
 from pipeline.simulation import simulate
 from pipeline.split import make_folds
 from pipeline.timing import StageTimer
+from pipeline.uncertainty import Bootstrap
 
 log = logging.getLogger("pipeline")
 
@@ -157,15 +158,16 @@ def _run_seed(config: PipelineConfig, policies, run_dir: RunDirectory, timer: St
                              "n_test": len(features.test), "n_test_contexts": int(features.test["context_id"].nunique())})
         if features.context_featurizer is not None:
             run_dir.write_pickle(f"{prefix}/fold_{fold.index}/context_featurizer.joblib", features.context_featurizer)
+        bootstrap = Bootstrap(features.test[CONTEXT_ID].to_numpy(), config.evaluation.bootstrap_resamples, seed)
         truth = None
         if use_truth:
             with timer.stage("ground_truth"):
                 truth = GroundTruth(dataset, features, config.evaluation.k_list)
                 oracle = truth.oracle(config.evaluation.top_k, fold.index)
                 tables.recommendations.append(oracle.assign(seed=seed))
-                replay = oracle_replay_rows(oracle, features, config.evaluation, fold.index)
+                replay = oracle_replay_rows(oracle, features, config.evaluation, fold.index, bootstrap)
                 tables.metrics += [replay.assign(seed=seed),
-                                   truth.metric_rows(oracle, "Oracle", fold.index).assign(seed=seed)]
+                                   truth.metric_rows(oracle, "Oracle", fold.index, bootstrap).assign(seed=seed)]
         reward_model = None
         if use_off_policy:
             with timer.stage("off_policy"):
@@ -174,13 +176,13 @@ def _run_seed(config: PipelineConfig, policies, run_dir: RunDirectory, timer: St
         for spec in policies:
             bar.set_postfix_str(f"seed {seed} fold {fold.index} {spec.name}")
             with timer.stage(f"policy:{spec.name}"):
-                result = run_policy(spec, features, vectors, fold.index, config.evaluation, seed)
+                result = run_policy(spec, features, vectors, fold.index, config.evaluation, seed, bootstrap)
             tables.metrics.append(result.metrics.assign(seed=seed))
             tables.recommendations.append(result.recommendations.assign(seed=seed))
             _keep_model_outputs(result.recommender, spec.name, seed, fold.index, run_dir, tables.diagnostics)
             if truth is not None:
                 with timer.stage("ground_truth"):
-                    true_rows = truth.metric_rows(result.recommendations, spec.name, fold.index)
+                    true_rows = truth.metric_rows(result.recommendations, spec.name, fold.index, bootstrap)
                     tables.metrics.append(true_rows.assign(seed=seed))
             if reward_model is not None:
                 with timer.stage("off_policy"):

@@ -9,6 +9,7 @@ from pipeline.data.synthetic import generate
 from pipeline.evaluation import GroundTruth
 from pipeline.features import build_fold_features
 from pipeline.split import make_folds
+from pipeline.uncertainty import Bootstrap
 
 
 @pytest.fixture(scope="module")
@@ -16,44 +17,47 @@ def fold_truth():
     shop = generate(SyntheticConfig(n_users=100, n_items=25, n_events=1000), seed=2)
     fold = make_folds(shop, "temporal", SplitConfig(), seed=2)[0]
     features = build_fold_features(shop, fold, FeaturesConfig())
-    return shop, features, GroundTruth(shop, features, [1, 2, 4])
+    return shop, features, GroundTruth(shop, features, [1, 2, 4]), Bootstrap(features.test["context_id"], 100, 0)
 
 
 def test_oracle_takes_the_best_items_and_has_zero_regret(fold_truth):
-    shop, features, truth = fold_truth
+    shop, features, truth, bootstrap = fold_truth
     oracle = truth.oracle(top_k=4, fold=0)
     events = shop.interactions.iloc[features.test["event_id"]]
     probabilities = shop.click_model.probabilities(events)
     np.testing.assert_allclose(oracle.groupby("context_id", sort=False)["score"].first(), probabilities.max(axis=1))
-    rows = truth.metric_rows(oracle, "Oracle", 0).set_index(["metric", "k"])["value"]
+    rows = truth.metric_rows(oracle, "Oracle", 0, bootstrap).set_index(["metric", "k"])["value"]
     assert rows[("true_regret", 1)] == 0 and rows[("true_regret", 4)] == 0
     assert rows[("true_ctr", 1)] == pytest.approx(probabilities.max(axis=1).mean())
 
 
 def test_policy_scores_match_a_direct_computation(fold_truth):
-    shop, features, truth = fold_truth
+    shop, features, truth, bootstrap = fold_truth
     truth.oracle(top_k=4, fold=0)
     rng = np.random.default_rng(0)
     events = features.test["event_id"].to_numpy()
     lists = np.array([rng.choice(shop.items["item_id"], 4, replace=False) for _ in events])
     recs = pd.DataFrame({"rank": np.tile(np.arange(4), len(events)), "context_id": np.repeat(events, 4),
                          "item_id": lists.ravel(), "score": 0.0})
-    rows = truth.metric_rows(recs, "Mine", 0).set_index(["metric", "k"])["value"]
+    rows = truth.metric_rows(recs, "Mine", 0, bootstrap).set_index(["metric", "k"])["value"]
 
     logged = shop.interactions.iloc[events]
     slot = np.column_stack([shop.click_model.probability_of(logged, lists[:, r]) for r in range(4)])
     assert rows[("true_ctr", 1)] == pytest.approx(slot[:, 0].mean(), rel=1e-12)
     assert rows[("true_ctr", 4)] == pytest.approx(slot.mean(), rel=1e-12)
     assert rows[("true_hit_rate", 2)] == pytest.approx((1 - (1 - slot[:, 0]) * (1 - slot[:, 1])).mean(), rel=1e-12)
-    assert rows[("true_regret", 1)] == pytest.approx(truth.oracle_ctr[1] - slot[:, 0].mean(), rel=1e-12)
+    assert rows[("true_regret", 1)] == pytest.approx(truth.oracle_ctr[1].mean() - slot[:, 0].mean(), rel=1e-12)
+    full = truth.metric_rows(recs, "Mine", 0, bootstrap).set_index(["metric", "k"])
+    assert (full["low"] < full["value"]).loc["true_ctr"].all() and (full["value"] < full["high"]).loc["true_ctr"].all()
+    assert (full["support"] == len(events)).all()
 
 
 def test_missing_slots_earn_nothing(fold_truth):
-    shop, features, truth = fold_truth
+    shop, features, truth, bootstrap = fold_truth
     truth.oracle(top_k=4, fold=0)
     event = features.test["event_id"].iloc[0]
     recs = pd.DataFrame({"rank": [0], "context_id": [event], "item_id": [1], "score": [1.0]})
-    rows = truth.metric_rows(recs, "Sparse", 0).set_index(["metric", "k"])["value"]
+    rows = truth.metric_rows(recs, "Sparse", 0, bootstrap).set_index(["metric", "k"])["value"]
     only = shop.click_model.probability_of(shop.interactions.iloc[[event]], np.array([1]))[0]
     assert rows[("true_ctr", 1)] == pytest.approx(only / len(features.test))  # every other list is empty
     assert rows[("true_ctr", 4)] == pytest.approx(only / len(features.test) / 4)

@@ -58,7 +58,10 @@ def test_run_directory_holds_every_output(tiny_run):
 def test_metrics_table_is_long_and_complete(tiny_run):
     _, outcome = tiny_run
     metrics = pd.read_parquet(outcome.path / "metrics.parquet")
-    assert list(metrics.columns) == ["run", "seed", "policy", "metric", "k", "fold", "value"]
+    assert list(metrics.columns) == ["run", "seed", "policy", "metric", "k", "fold", "value", "low", "high", "support"]
+    assert (metrics["support"] > 0).all()
+    decided = metrics.dropna(subset=["low"])
+    assert ((decided["low"] <= decided["value"] + 1e-12) & (decided["value"] <= decided["high"] + 1e-12)).mean() > 0.95
     pd.testing.assert_frame_equal(metrics, pd.read_csv(outcome.path / "metrics.csv"), rtol=1e-12)
     assert set(metrics["policy"]) == set(DEFAULT_POLICIES) | {"Oracle"}
     for policy in DEFAULT_POLICIES + ["Oracle"]:
