@@ -209,6 +209,8 @@ class EvaluationConfig(Strict):
     warm_start_distance: float | None = Field(None, ge=0, le=1)
     batch_size: int = Field(100_000, ge=1, description="Mab2Rec batch size")
     bootstrap_resamples: int = Field(200, ge=0, description="resamples for every metric's 95% interval; 0: none")
+    beyond_accuracy: bool = Field(True, description="diversity, catalog coverage and novelty of the lists")
+    diversity_sample: int = Field(1000, ge=2, description="contexts Jurity samples per diversity run")
     off_policy: OffPolicyConfig = OffPolicyConfig()
 
     @model_validator(mode="after")

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from pipeline.beyond_accuracy import NAMES as BEYOND_ACCURACY
 from pipeline.config import METRIC_NAMES
 from pipeline.evaluation import ORACLE
 
@@ -19,7 +20,7 @@ def leaderboard(metrics: pd.DataFrame, k: int) -> pd.DataFrame:
     """
     means = metrics.groupby(["policy", "metric", "k"], sort=False)["value"].mean().reset_index()
     wanted = [(name, k) for name in METRIC_NAMES] + [("true_ctr", 1), ("true_ctr", k), ("true_hit_rate", k),
-                                                     ("true_regret", 1)]
+                                                     ("true_regret", 1)] + [(name, k) for name in BEYOND_ACCURACY]
     columns = []
     for name, at in dict.fromkeys(wanted):
         values = means[(means["metric"] == name) & (means["k"] == at)].set_index("policy")["value"]
@@ -52,4 +53,7 @@ def seed_summary(metrics: pd.DataFrame) -> pd.DataFrame:
 
 
 def format_leaderboard(table: pd.DataFrame) -> str:
-    return table.to_string(float_format=lambda value: f"{value:.4f}", na_rep="n/a")
+    """Accuracy and ground-truth columns first; beyond-accuracy columns in a second block (terminal width)."""
+    beyond = [c for c in table.columns if c.split("@")[0] in BEYOND_ACCURACY]
+    blocks = [table.drop(columns=beyond)] + ([table[beyond]] if beyond else [])
+    return "\n\n".join(block.to_string(float_format=lambda value: f"{value:.4f}", na_rep="n/a") for block in blocks)

@@ -19,7 +19,8 @@ from tqdm.auto import tqdm
 
 from pipeline.config import PipelineConfig
 from pipeline.data import load_dataset
-from pipeline.data.dataset import CONTEXT_ID, PROPENSITY
+from pipeline.beyond_accuracy import beyond_accuracy_rows
+from pipeline.data.dataset import CONTEXT_ID, ITEM_ID, PROPENSITY
 from pipeline.evaluation import GroundTruth, check_inputs, oracle_replay_rows, run_policy
 from pipeline.features import build_fold_features, item_featurizer, item_vectors
 from pipeline.offpolicy import RewardModel, off_policy_rows, summarise_against_truth
@@ -168,6 +169,9 @@ def _run_seed(config: PipelineConfig, policies, run_dir: RunDirectory, timer: St
                 replay = oracle_replay_rows(oracle, features, config.evaluation, fold.index, bootstrap)
                 tables.metrics += [replay.assign(seed=seed),
                                    truth.metric_rows(oracle, "Oracle", fold.index, bootstrap).assign(seed=seed)]
+                if config.evaluation.beyond_accuracy:
+                    tables.metrics.append(_beyond(oracle, "Oracle", features, dataset, vectors, config,
+                                                  fold.index).assign(seed=seed))
         reward_model = None
         if use_off_policy:
             with timer.stage("off_policy"):
@@ -180,6 +184,10 @@ def _run_seed(config: PipelineConfig, policies, run_dir: RunDirectory, timer: St
             tables.metrics.append(result.metrics.assign(seed=seed))
             tables.recommendations.append(result.recommendations.assign(seed=seed))
             _keep_model_outputs(result.recommender, spec.name, seed, fold.index, run_dir, tables.diagnostics)
+            if config.evaluation.beyond_accuracy:
+                with timer.stage("beyond_accuracy"):
+                    tables.metrics.append(_beyond(result.recommendations, spec.name, features, dataset, vectors,
+                                                  config, fold.index).assign(seed=seed))
             if truth is not None:
                 with timer.stage("ground_truth"):
                     true_rows = truth.metric_rows(result.recommendations, spec.name, fold.index, bootstrap)
@@ -197,6 +205,11 @@ def _run_seed(config: PipelineConfig, policies, run_dir: RunDirectory, timer: St
             curves, summary = simulate(config, dataset, vectors, policies, seed)
         tables.simulation.append(curves.assign(seed=seed))
         tables.simulation_summary.append(summary.assign(seed=seed))
+
+
+def _beyond(recommendations, policy, features, dataset, vectors, config: PipelineConfig, fold: int) -> pd.DataFrame:
+    return beyond_accuracy_rows(recommendations, features.train[ITEM_ID], dataset.n_items, vectors,
+                                config.evaluation.k_list, config.evaluation.diversity_sample, config.seed, policy, fold)
 
 
 def _with_seed_first(frame: pd.DataFrame) -> pd.DataFrame:
