@@ -78,33 +78,7 @@ def run_pipeline(config: PipelineConfig, progress: bool = True) -> RunOutcome:
         bar.close()
 
         with timer.stage("write"):
-            metrics = _with_seed_first(pd.concat(tables.metrics, ignore_index=True))
-            metrics.insert(0, "run", run_dir.name)
-            table = leaderboard(metrics, config.evaluation.leaderboard_k)
-            run_dir.write_yaml("config.yaml", config.resolved())
-            run_dir.write_table("metrics", metrics)
-            run_dir.write_table("leaderboard", table.reset_index())
-            if len(seeds) > 1:
-                run_dir.write_table("seed_summary", seed_summary(metrics))
-            run_dir.write_table("recommendations", _with_seed_first(pd.concat(tables.recommendations)), csv=False)
-            summary = None
-            if tables.off_policy:
-                estimates = _with_seed_first(pd.concat(tables.off_policy, ignore_index=True))
-                run_dir.write_table("off_policy", estimates)
-                truth = metrics.query("metric == 'true_ctr' and k == 1")
-                if len(truth):
-                    summary = summarise_against_truth(estimates, truth.rename(columns={"value": "truth"})[
-                        ["seed", "fold", "policy", "truth"]])
-                    run_dir.write_table("off_policy_summary", summary)
-            simulation = None
-            if tables.simulation:
-                run_dir.write_table("simulation", _with_seed_first(pd.concat(tables.simulation, ignore_index=True)))
-                simulation = _with_seed_first(pd.concat(tables.simulation_summary, ignore_index=True))
-                run_dir.write_table("simulation_summary", simulation)
-            if tables.diagnostics:
-                run_dir.write_table("safeguards", pd.DataFrame(
-                    tables.diagnostics, columns=["seed", "policy", "fold", "counter", "count"]))
-            run_dir.write_json("versions.json", library_versions())
+            metrics, table, summary, simulation = _write_tables(run_dir, tables, config)
         timings = {**timer.seconds, "total": time.perf_counter() - started}
         run_dir.write_json("timings.json", timings)
         run_dir.complete({
@@ -120,6 +94,37 @@ def run_pipeline(config: PipelineConfig, progress: bool = True) -> RunOutcome:
         })
     log.info("run written to %s", run_dir.final)
     return RunOutcome(run_dir.final, metrics, table, timings, summary, simulation, tables.notes)
+
+
+def _write_tables(run_dir: RunDirectory, tables: _Tables, config: PipelineConfig):
+    """Write every table gathered over seeds and folds; returns what the terminal report needs."""
+    metrics = _with_seed_first(pd.concat(tables.metrics, ignore_index=True))
+    metrics.insert(0, "run", run_dir.name)
+    table = leaderboard(metrics, config.evaluation.leaderboard_k)
+    run_dir.write_yaml("config.yaml", config.resolved())
+    run_dir.write_table("metrics", metrics)
+    run_dir.write_table("leaderboard", table.reset_index())
+    if len(config.seed_list) > 1:
+        run_dir.write_table("seed_summary", seed_summary(metrics))
+    run_dir.write_table("recommendations", _with_seed_first(pd.concat(tables.recommendations)), csv=False)
+    summary = None
+    if tables.off_policy:
+        estimates = _with_seed_first(pd.concat(tables.off_policy, ignore_index=True))
+        run_dir.write_table("off_policy", estimates)
+        truth = metrics.query("metric == 'true_ctr' and k == 1").rename(columns={"value": "truth"})
+        if len(truth):
+            summary = summarise_against_truth(estimates, truth[["seed", "fold", "policy", "truth"]])
+            run_dir.write_table("off_policy_summary", summary)
+    simulation = None
+    if tables.simulation:
+        run_dir.write_table("simulation", _with_seed_first(pd.concat(tables.simulation, ignore_index=True)))
+        simulation = _with_seed_first(pd.concat(tables.simulation_summary, ignore_index=True))
+        run_dir.write_table("simulation_summary", simulation)
+    if tables.diagnostics:
+        run_dir.write_table("safeguards", pd.DataFrame(tables.diagnostics,
+                                                       columns=["seed", "policy", "fold", "counter", "count"]))
+    run_dir.write_json("versions.json", library_versions())
+    return metrics, table, summary, simulation
 
 
 def _run_seed(config: PipelineConfig, policies, run_dir: RunDirectory, timer: StageTimer, bar, tables: _Tables) -> None:
