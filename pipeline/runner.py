@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from sklearn.decomposition import PCA
 from tqdm.auto import tqdm
 
 from pipeline.config import PipelineConfig
@@ -106,7 +108,9 @@ def _write_tables(run_dir: RunDirectory, tables: _Tables, config: PipelineConfig
     run_dir.write_table("leaderboard", table.reset_index())
     if len(config.seed_list) > 1:
         run_dir.write_table("seed_summary", seed_summary(metrics))
-    run_dir.write_table("recommendations", _with_seed_first(pd.concat(tables.recommendations)), csv=False)
+    recommendations = _with_seed_first(pd.concat(tables.recommendations, ignore_index=True))
+    run_dir.write_table("recommendations", recommendations, csv=False)
+    run_dir.write_table("item_exposure", item_exposure(recommendations, config.evaluation.leaderboard_k), csv=False)
     summary = None
     if tables.off_policy:
         estimates = _with_seed_first(pd.concat(tables.off_policy, ignore_index=True))
@@ -143,6 +147,7 @@ def _run_seed(config: PipelineConfig, policies, run_dir: RunDirectory, timer: St
     if items is not None:
         run_dir.write_pickle(f"{prefix}/item_featurizer.joblib", items)
         run_dir.write_table(f"{prefix}/item_vectors", vectors, csv=False)
+        run_dir.write_table(f"{prefix}/item_map", item_map(vectors, dataset.items, seed), csv=False)
     if dataset.click_model is not None:
         dataset.click_model.save(run_dir.file(f"{prefix}/click_model.npz"))
         for name, frame in (("interactions", dataset.interactions), ("users", dataset.users), ("items", dataset.items)):
@@ -217,15 +222,37 @@ def _beyond(recommendations, policy, features, dataset, vectors, config: Pipelin
                                 config.evaluation.k_list, config.evaluation.diversity_sample, config.seed, policy, fold)
 
 
+def item_map(vectors: pd.DataFrame, items: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """A 2-D map of the item vectors (PCA of the standardised TextWiser + attribute vectors), for the dashboard."""
+    values = vectors.drop(columns=ITEM_ID).to_numpy(dtype=float)
+    scale = values.std(axis=0)
+    values = (values - values.mean(axis=0)) / np.where(scale > 0, scale, 1.0)
+    n_components = min(2, *values.shape)
+    coordinates = PCA(n_components=n_components, random_state=seed).fit_transform(values)
+    frame = pd.DataFrame({ITEM_ID: vectors[ITEM_ID].to_numpy(), "x": coordinates[:, 0],
+                          "y": coordinates[:, 1] if n_components > 1 else 0.0})
+    return frame.merge(items, on=ITEM_ID, how="left")
+
+
+def item_exposure(recommendations: pd.DataFrame, k: int) -> pd.DataFrame:
+    """How often each policy shows each item in its top-k lists (``seed, policy, k, item_id, shown``)."""
+    top = recommendations[recommendations["rank"] < k]
+    counts = top.groupby(["seed", "policy", ITEM_ID]).size().rename("shown").reset_index()
+    return counts.assign(k=k)[["seed", "policy", "k", ITEM_ID, "shown"]]
+
+
 def _with_seed_first(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[["seed"] + [c for c in frame.columns if c != "seed"]].reset_index(drop=True)
 
 
 def _keep_model_outputs(recommender, policy: str, seed: int, fold: int, run_dir: RunDirectory,
                         diagnostics: list) -> None:
-    """Export policies that can export themselves (NeuralLinear) and collect their safeguard counters."""
+    """Save the trained recommender (the dashboard scores hand-set contexts with it, without retraining), export
+    policies that can export themselves (NeuralLinear) and collect their safeguard counters."""
+    folder = f"artifacts/seed_{seed}/fold_{fold}/{safe_name(policy)}"
+    run_dir.write_pickle(f"{folder}/recommender.joblib", recommender)
     if hasattr(recommender, "export"):
-        recommender.export(run_dir.file(f"artifacts/seed_{seed}/fold_{fold}/{safe_name(policy)}"))
+        recommender.export(run_dir.file(folder))
     if hasattr(recommender, "diagnostics"):
         diagnostics += [(seed, policy, fold, counter, count) for counter, count in recommender.diagnostics().items()]
 

@@ -1,0 +1,1 @@
+"""Streamlit dashboard over run directories (reads them only; never retrains)."""

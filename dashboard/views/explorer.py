@@ -1,0 +1,107 @@
+"""Recommendations explorer: each policy's top-k for a logged test context, or for a context set by hand.
+
+Logged contexts read the run's saved recommendation lists.  A hand-set context (a user plus the event's
+device, daypart and weekend flag) is featurized with the run's saved featurizer and scored by the saved,
+already-trained recommenders: nothing is retrained.  On synthetic data every item also shows its true
+click probability from the saved click model.
+"""
+
+from __future__ import annotations
+
+import joblib
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from dashboard.data import Run, RunDataError, table
+from pipeline.data.synthetic import ClickModel
+
+TITLE = "Recommendations explorer"
+ITEM_COLUMNS = ["item_id", "name", "category", "price"]
+
+
+def render(run: Run, runs: list[Run]) -> None:
+    folds = pd.DataFrame(run.info.get("folds") or [])
+    if folds.empty:
+        raise RunDataError(f"run.json of run {run.name} lists no folds")
+    seed = st.selectbox("seed", sorted(folds["seed"].unique())) if folds["seed"].nunique() > 1 else folds["seed"].iloc[0]
+    fold_ids = sorted(folds.loc[folds["seed"] == seed, "fold"])
+    fold = st.selectbox("fold", fold_ids) if len(fold_ids) > 1 else fold_ids[0]
+    items = _items(run, seed)
+    modes = ["a logged test context"]
+    if run.file(f"artifacts/seed_{seed}/fold_{fold}/context_featurizer.joblib").is_file() and run.has(
+            f"data/seed_{seed}/users.parquet"):
+        modes.append("a context set by hand")
+    mode = st.radio("show recommendations for", modes, horizontal=True)
+    if mode == modes[0]:
+        _logged(run, seed, fold, items)
+    else:
+        _by_hand(run, seed, fold, items)
+
+
+def _items(run: Run, seed: int) -> pd.DataFrame | None:
+    for name in (f"artifacts/seed_{seed}/item_map", f"data/seed_{seed}/items"):
+        if run.has(f"{name}.parquet"):
+            frame = table(run, name)
+            return frame[[c for c in ITEM_COLUMNS if c in frame.columns]]
+    return None
+
+
+def _logged(run: Run, seed: int, fold: int, items: pd.DataFrame | None) -> None:
+    recs = table(run, "recommendations")
+    recs = recs[(recs["seed"] == seed) & (recs["fold"] == fold)]
+    contexts = np.sort(recs["context_id"].unique())
+    position = st.number_input(f"test context (0 to {len(contexts) - 1})", 0, len(contexts) - 1, 0)
+    context = contexts[position]
+    st.write(f"context id **{context}**")
+    event = None
+    if run.has(f"data/seed_{seed}/interactions.parquet"):
+        logged = table(run, f"data/seed_{seed}/interactions")
+        event = logged[logged["event_id"] == context]
+        users = table(run, f"data/seed_{seed}/users")
+        st.dataframe(event.merge(users, on="user_id", how="left"), hide_index=True, width="stretch")
+    lists = recs[recs["context_id"] == context]
+    truth = _truth(run, seed, event)
+    for policy, group in lists.groupby("policy", sort=False):
+        _show_list(policy, group[["rank", "item_id", "score"]], items, truth)
+
+
+def _by_hand(run: Run, seed: int, fold: int, items: pd.DataFrame | None) -> None:
+    users = table(run, f"data/seed_{seed}/users")
+    logged = table(run, f"data/seed_{seed}/interactions")
+    event_columns = [c for c in run.info.get("data", {}).get("event_context", []) if c in logged.columns]
+    user_id = st.selectbox("user", users["user_id"].head(500).tolist())
+    event = {"user_id": user_id}
+    for column in event_columns:
+        choices = sorted(logged[column].dropna().unique().tolist())
+        event[column] = st.selectbox(column, choices)
+    event_frame = pd.DataFrame([event])
+    raw = event_frame.merge(users, on="user_id", how="left")
+    st.dataframe(raw, hide_index=True, width="stretch")
+    featurizer = joblib.load(run.file(f"artifacts/seed_{seed}/fold_{fold}/context_featurizer.joblib"))
+    vector = featurizer.transform(raw)
+    truth = _truth(run, seed, event_frame)
+    folder = run.file(f"artifacts/seed_{seed}/fold_{fold}")
+    for saved in sorted(folder.glob("*/recommender.joblib")):
+        recommender = joblib.load(saved)
+        contextual = recommender.mab.is_contextual
+        listed, scores = recommender.recommend(vector if contextual else [[]], return_scores=True)
+        frame = pd.DataFrame({"rank": range(len(listed)), "item_id": listed, "score": scores})
+        _show_list(saved.parent.name, frame, items, truth)
+
+
+def _truth(run: Run, seed: int, event: pd.DataFrame | None) -> pd.Series | None:
+    path = run.file(f"artifacts/seed_{seed}/click_model.npz")
+    if event is None or event.empty or not path.is_file():
+        return None
+    model = ClickModel.load(path)
+    return pd.Series(model.probabilities(event)[0], index=model.item_ids, name="true_click_probability")
+
+
+def _show_list(policy: str, frame: pd.DataFrame, items: pd.DataFrame | None, truth: pd.Series | None) -> None:
+    if items is not None:
+        frame = frame.merge(items, on="item_id", how="left")
+    if truth is not None:
+        frame = frame.assign(true_click_probability=truth.reindex(frame["item_id"]).to_numpy())
+    st.markdown(f"**{policy}**")
+    st.dataframe(frame.round(4), hide_index=True, width="stretch")

@@ -1,0 +1,36 @@
+"""Items: a 2-D map of the item vectors coloured by category, and how often each policy shows each item."""
+
+from __future__ import annotations
+
+import altair as alt
+import streamlit as st
+
+from dashboard.data import Run, table
+from dashboard.views.common import absent
+
+TITLE = "Items"
+
+
+def render(run: Run, runs: list[Run]) -> None:
+    seeds = run.seeds or [None]
+    seed = st.selectbox("seed", seeds) if len(seeds) > 1 else seeds[0]
+    exposure = table(run, "item_exposure")
+    exposure = exposure[exposure["seed"] == seed]
+    if run.has(f"artifacts/seed_{seed}/item_map.parquet"):
+        item_map = table(run, f"artifacts/seed_{seed}/item_map")
+        colour = "category:N" if "category" in item_map else alt.value("steelblue")
+        tooltip = [c for c in ("item_id", "name", "category", "price") if c in item_map]
+        st.subheader("Item vectors (PCA of TextWiser and attribute features)")
+        st.altair_chart(alt.Chart(item_map).mark_circle(size=60).encode(x="x:Q", y="y:Q", color=colour, tooltip=tooltip),
+                        width="stretch")
+    else:
+        absent("An item map (the data has no item features)", run)
+    policy = st.selectbox("policy", sorted(exposure["policy"].unique()))
+    shown = exposure[exposure["policy"] == policy].sort_values("shown", ascending=False)
+    k = int(shown["k"].iloc[0]) if len(shown) else 0
+    st.subheader(f"How often {policy} shows each item in its top-{k} lists")
+    st.altair_chart(alt.Chart(shown.head(50)).mark_bar().encode(x=alt.X("item_id:N", sort="-y"), y="shown:Q"),
+                    width="stretch")
+    total = exposure.groupby("policy")["item_id"].nunique().rename("distinct items shown").reset_index()
+    st.dataframe(total, hide_index=True, width="stretch")
+    st.dataframe(shown.head(20), hide_index=True, width="stretch")
