@@ -1,0 +1,155 @@
+"""The dashboard on small real runs (Streamlit's AppTest), including a deliberately broken run directory."""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from streamlit.testing.v1 import AppTest
+
+from pipeline.config import load_config
+from pipeline.runner import run_pipeline
+
+FAST_NL = {"embedding_dim": 4, "hidden": [8], "warm_start_epochs": 2, "retrain_every": 200, "retrain_epochs": 1}
+SETTINGS = {
+    "seeds": [1, 2],
+    "data": {"synthetic": {"n_users": 150, "n_items": 25, "n_events": 1200, "n_days": 7}},
+    "features": {"item_text": {"schema": {"transform": ["tfidf", ["svd", {"n_components": 4}]]}}},
+    "policies": {"Random": {"learning_policy": "Random"}, "LinUCB": {"learning_policy": "LinUCB"},
+                 "NeuralLinear": {"learning_policy": "NeuralLinear", "params": FAST_NL}},
+    "evaluation": {"top_k": 5, "k_list": [1, 3, 5], "leaderboard_k": 3, "bootstrap_resamples": 50},
+    "simulation": {"enabled": True, "steps": 400, "batch_size": 100, "warmup": 100, "scenario": "shock",
+                   "shock_step": 200, "rolling_window": 100},
+}
+APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
+PAGES = ["Leaderboard", "Metrics at k", "Off-policy vs truth", "Online simulation", "Recommendations explorer",
+         "Items", "Config and compare runs"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dash")
+    made = {}
+    for name, settings in (("main", SETTINGS), ("other", {**SETTINGS, "seeds": None, "seed": 5, "simulation": {}})):
+        path = root / f"{name}.yaml"
+        path.write_text(yaml.safe_dump({**settings, "run": {"output_dir": str(root / "runs"), "name": name}}))
+        made[name] = run_pipeline(load_config(path), progress=False).path
+    broken = root / "runs" / "20000101-000000-broken"
+    shutil.copytree(made["main"], broken)
+    (broken / "metrics.parquet").write_bytes(b"not a parquet file")
+    (broken / "simulation.parquet").unlink()
+    unreadable = root / "runs" / "20000101-000000-unreadable"
+    unreadable.mkdir()
+    (unreadable / "run.json").write_text("{ not json")
+    return root / "runs", made, broken
+
+
+def open_app(runs_dir, monkeypatch, run_name=None, page=None):
+    monkeypatch.setenv("BANDIT_RUNS_DIR", str(runs_dir))
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    if run_name:
+        at.sidebar.selectbox[0].set_value(run_name).run()
+    if page:
+        at.sidebar.radio[0].set_value(page).run()
+    return at
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_without_errors(runs, monkeypatch, page):
+    runs_dir, made, _ = runs
+    at = open_app(runs_dir, monkeypatch, made["main"].name, page)
+    assert not at.exception and not at.error
+    assert at.title[0].value == page
+
+
+def test_opens_on_the_newest_run_and_summarises_it(runs, monkeypatch):
+    runs_dir, made, _ = runs
+    at = open_app(runs_dir, monkeypatch)
+    assert at.sidebar.selectbox[0].value == made["other"].name  # runs are named by start time: newest first
+    assert any("unreadable" in w.value for w in at.sidebar.warning)
+    at.sidebar.selectbox[0].set_value(made["main"].name).run()
+    summary = at.sidebar.markdown[0].value
+    assert "**seeds** 1, 2" in summary and "1,200 events, 25 items" in summary and "**ground truth** yes" in summary
+
+
+def test_leaderboard_shows_the_metrics_file_values_with_intervals(runs, monkeypatch):
+    runs_dir, made, _ = runs
+    at = open_app(runs_dir, monkeypatch, made["main"].name, "Leaderboard")
+    shown = at.dataframe[0].value
+    across = pd.read_parquet(made["main"] / "seed_summary.parquet").set_index(["policy", "metric", "k"])
+    row = across.loc[("LinUCB", "true_ctr", 3)]
+    assert shown.loc["LinUCB", "true_ctr@3"] == f"{row['mean']:.4f} [{row['low']:.4f}, {row['high']:.4f}]"
+    assert list(shown.index)[-1] == "Oracle"
+    means = across.xs(("true_ctr", 3), level=("metric", "k"))["mean"].drop("Oracle")
+    assert at.session_state["leaderboard_best"]["true_ctr@3"] == [means.idxmax()]
+    at.selectbox[0].set_value(1).run()
+    assert "true_ctr@1" in at.dataframe[0].value.columns
+
+
+def test_metrics_at_k_table_matches_the_run(runs, monkeypatch):
+    runs_dir, made, _ = runs
+    at = open_app(runs_dir, monkeypatch, made["main"].name, "Metrics at k")
+    assert at.selectbox[0].value == "true_ctr"
+    table = at.dataframe[0].value
+    across = pd.read_parquet(made["main"] / "seed_summary.parquet").set_index(["policy", "metric", "k"])
+    assert table.loc["Random", 5] == pytest.approx(round(across.loc[("Random", "true_ctr", 5), "mean"], 4))
+
+
+def test_off_policy_and_simulation_pages_show_the_run_tables(runs, monkeypatch):
+    runs_dir, made, _ = runs
+    at = open_app(runs_dir, monkeypatch, made["main"].name, "Off-policy vs truth")
+    estimates = at.dataframe[0].value.set_index(["policy", "estimator"])
+    expected = pd.read_parquet(made["main"] / "off_policy.parquet").groupby(["policy", "estimator"])["value"].mean()
+    assert estimates.loc[("LinUCB", "DR"), "value"] == pytest.approx(round(expected.loc[("LinUCB", "DR")], 4))
+    assert "truth" in estimates.columns
+    at.sidebar.radio[0].set_value("Online simulation").run()
+    assert any("market shock at step 200" in c.value for c in at.caption)
+    summary = at.dataframe[0].value.set_index("policy")
+    assert set(summary.index) == {"Random", "LinUCB", "NeuralLinear", "Oracle"}
+    assert set(summary["recovered"]) <= {"yes", "not recovered"}
+
+
+def test_explorer_shows_each_policy_list_with_items_and_truth(runs, monkeypatch):
+    runs_dir, made, _ = runs
+    at = open_app(runs_dir, monkeypatch, made["main"].name, "Recommendations explorer")
+    lists = [df.value for df in at.dataframe[1:]]
+    recs = pd.read_parquet(made["main"] / "recommendations.parquet")
+    first = recs[(recs["seed"] == 1) & (recs["fold"] == 0)]
+    context = np.sort(first["context_id"].unique())[0]
+    expected = first[(first["context_id"] == context) & (first["policy"] == "LinUCB")]["item_id"].tolist()
+    linucb = next(frame for frame in lists if frame["item_id"].tolist() == expected)
+    assert {"name", "category", "price", "true_click_probability"} <= set(linucb.columns)
+    assert linucb["true_click_probability"].between(0, 1).all()
+    at.radio[0].set_value("a context set by hand").run()
+    assert not at.exception and not at.error
+    assert len(at.dataframe) == 1 + 3  # the context, then one list per saved policy
+
+
+def test_items_and_config_pages(runs, monkeypatch):
+    runs_dir, made, _ = runs
+    at = open_app(runs_dir, monkeypatch, made["main"].name, "Items")
+    distinct = at.dataframe[0].value.set_index("policy")["distinct items shown"]
+    exposure = pd.read_parquet(made["main"] / "item_exposure.parquet")
+    assert distinct["Random"] == exposure[(exposure["seed"] == 1) & (exposure["policy"] == "Random")]["item_id"].nunique()
+    at.sidebar.radio[0].set_value("Config and compare runs").run()
+    assert "seeds:" in at.code[0].value
+    diff = at.code[1].value  # the other run against this one
+    assert "-seed: 5" in diff and "+seed: 42" in diff and "-seeds: null" in diff
+    side_by_side = at.dataframe[0].value
+    assert set(side_by_side.columns) == {made["other"].name, made["main"].name}
+    assert side_by_side.loc["Oracle"].notna().all()
+
+
+def test_a_broken_run_shows_messages_and_the_rest_keeps_working(runs, monkeypatch):
+    runs_dir, _, broken = runs
+    at = open_app(runs_dir, monkeypatch, broken.name, "Leaderboard")
+    assert not at.exception
+    assert any("metrics.parquet of run" in e.value and "cannot be read" in e.value for e in at.error)
+    at.sidebar.radio[0].set_value("Online simulation").run()
+    assert not at.exception and any("not in this run" in i.value for i in at.info)
+    at.sidebar.radio[0].set_value("Recommendations explorer").run()
+    assert not at.exception and not at.error and len(at.dataframe) > 1
+    at.sidebar.radio[0].set_value("Config and compare runs").run()
+    assert not at.exception and "seeds:" in at.code[0].value
