@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= configs/default.yaml
 
-.PHONY: install run test clean
+.PHONY: install run test dashboard clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,9 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+dashboard: install
+	$(BIN)/python -m streamlit run dashboard/app.py --browser.gatherUsageStats false
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

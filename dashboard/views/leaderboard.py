@@ -34,8 +34,12 @@ def render(run: Run, runs: list[Run]) -> None:
     contenders = values.drop(index=ORACLE, errors="ignore")
     for name, label in zip(values.columns, shown.columns):
         if contenders[name].notna().any():
-            winner = contenders[name].idxmin() if name in LOWER_IS_BETTER else contenders[name].idxmax()
-            best.loc[winner, label] = "font-weight: bold; background-color: #d4edda"
+            target = contenders[name].min() if name in LOWER_IS_BETTER else contenders[name].max()
+            winners = contenders.index[contenders[name] == target]  # ties are all marked
+            best.loc[winners, label] = "font-weight: bold; background-color: #d4edda"
+    if contenders[sort_by].notna().any():
+        leader = contenders[sort_by].idxmax()
+        st.metric(f"best {sort_by}@{k} (Oracle excluded): {leader}", f"{contenders.loc[leader, sort_by]:.4f}")
     st.caption(f"Mean over {len(run.seeds)} seed(s); cells show the value and its 95% interval. The best "
                f"policy per column (Oracle excluded) is highlighted. Sorted by {sort_by}@{k}.")
     st.dataframe(shown.style.apply(lambda _: best, axis=None), width="stretch")
