@@ -75,6 +75,28 @@ def table(run: Run, name: str, columns: tuple | None = None) -> pd.DataFrame:
         raise RunDataError(f"{name}.parquet of run {run.name} cannot be read: {error}") from None
 
 
+@st.cache_data(show_spinner=False, max_entries=256)
+def _read_rows(path: str, modified: float, filters: tuple) -> pd.DataFrame:
+    return pd.read_parquet(path, filters=[list(f) for f in filters])
+
+
+def rows(run: Run, name: str, **equal) -> pd.DataFrame:
+    """The rows of ``<run>/<name>.parquet`` whose columns equal the given values, read with Parquet filters
+    (row groups that cannot match are skipped, so one context of a million-event run reads fast)."""
+    path = run.file(f"{name}.parquet")
+    if not path.is_file():
+        raise RunDataError(f"{name}.parquet is not in run {run.name}")
+    filters = tuple((column, "==", _plain(value)) for column, value in equal.items())
+    try:
+        return _read_rows(str(path), path.stat().st_mtime, filters)
+    except Exception as error:
+        raise RunDataError(f"{name}.parquet of run {run.name} cannot be read: {error}") from None
+
+
+def _plain(value):
+    return value.item() if hasattr(value, "item") else value
+
+
 def resolved_config(run: Run) -> str:
     path = run.file("config.yaml")
     if not path.is_file():

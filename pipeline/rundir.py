@@ -49,8 +49,8 @@ class RunDirectory:
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
-    def write_table(self, name: str, frame: pd.DataFrame, csv: bool = True) -> None:
-        frame.to_parquet(self.file(f"{name}.parquet"), index=False)
+    def write_table(self, name: str, frame: pd.DataFrame, csv: bool = True, row_group_size: int | None = None) -> None:
+        frame.to_parquet(self.file(f"{name}.parquet"), index=False, row_group_size=row_group_size)
         if csv:
             frame.to_csv(self.file(f"{name}.csv"), index=False)
 

@@ -109,7 +109,10 @@ def _write_tables(run_dir: RunDirectory, tables: _Tables, config: PipelineConfig
     if len(config.seed_list) > 1:
         run_dir.write_table("seed_summary", seed_summary(metrics))
     recommendations = _with_seed_first(pd.concat(tables.recommendations, ignore_index=True))
-    run_dir.write_table("recommendations", recommendations, csv=False)
+    # Sorted by context and in small row groups, so a reader filtering on one context skips the rest of the file.
+    recommendations = recommendations.sort_values(["seed", "fold", "context_id", "policy", "rank"], kind="stable")
+    run_dir.write_table("recommendations", recommendations.reset_index(drop=True), csv=False, row_group_size=50_000)
+    run_dir.write_table("test_contexts", recommendations[["seed", "fold", "context_id"]].drop_duplicates(), csv=False)
     run_dir.write_table("item_exposure", item_exposure(recommendations, config.evaluation.leaderboard_k), csv=False)
     summary = None
     if tables.off_policy:

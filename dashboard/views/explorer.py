@@ -9,11 +9,10 @@ click probability from the saved click model.
 from __future__ import annotations
 
 import joblib
-import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard.data import Run, RunDataError, table
+from dashboard.data import Run, RunDataError, rows, table
 from pipeline.data.synthetic import ClickModel
 
 TITLE = "Recommendations explorer"
@@ -48,19 +47,16 @@ def _items(run: Run, seed: int) -> pd.DataFrame | None:
 
 
 def _logged(run: Run, seed: int, fold: int, items: pd.DataFrame | None) -> None:
-    recs = table(run, "recommendations")
-    recs = recs[(recs["seed"] == seed) & (recs["fold"] == fold)]
-    contexts = np.sort(recs["context_id"].unique())
+    contexts = rows(run, "test_contexts", seed=seed, fold=fold)["context_id"].to_numpy()
     position = st.number_input(f"test context (0 to {len(contexts) - 1})", 0, len(contexts) - 1, 0)
     context = contexts[position]
     st.write(f"context id **{context}**")
     event = None
     if run.has(f"data/seed_{seed}/interactions.parquet"):
-        logged = table(run, f"data/seed_{seed}/interactions")
-        event = logged[logged["event_id"] == context]
-        users = table(run, f"data/seed_{seed}/users")
+        event = rows(run, f"data/seed_{seed}/interactions", event_id=context)
+        users = rows(run, f"data/seed_{seed}/users", user_id=event["user_id"].iloc[0])
         st.dataframe(event.merge(users, on="user_id", how="left"), hide_index=True, width="stretch")
-    lists = recs[recs["context_id"] == context]
+    lists = rows(run, "recommendations", seed=seed, fold=fold, context_id=context)
     truth = _truth(run, seed, event)
     for policy, group in lists.groupby("policy", sort=False):
         _show_list(policy, group[["rank", "item_id", "score"]], items, truth)
@@ -68,8 +64,8 @@ def _logged(run: Run, seed: int, fold: int, items: pd.DataFrame | None) -> None:
 
 def _by_hand(run: Run, seed: int, fold: int, items: pd.DataFrame | None) -> None:
     users = table(run, f"data/seed_{seed}/users")
-    logged = table(run, f"data/seed_{seed}/interactions")
-    event_columns = [c for c in run.info.get("data", {}).get("event_context", []) if c in logged.columns]
+    event_columns = tuple(run.info.get("data", {}).get("event_context", []))
+    logged = table(run, f"data/seed_{seed}/interactions", columns=event_columns)  # only the columns offered
     user_id = st.selectbox("user", users["user_id"].head(500).tolist())
     event = {"user_id": user_id}
     for column in event_columns:
