@@ -1,16 +1,23 @@
-"""Time every dashboard page on a run, cold (empty cache) and warm, the way Streamlit's test harness runs it.
+"""Time every dashboard page on a run.
 
-    python -m dashboard.timing RUNS_DIR [--run NAME]
+    python -m dashboard.timing RUNS_DIR [--run NAME]            # server side, cold (empty cache) and warm
+    python -m dashboard.timing RUNS_DIR --browser               # in headless Chromium, first visit per page
 
-Each page is rendered headless with ``AppTest`` (the server-side work of a page view: reading files,
-computing the page's tables and charts); the browser's drawing is not included.
+Server side, each page is rendered with Streamlit's ``AppTest`` (reading files, computing the page's tables
+and charts).  With ``--browser`` the app is started on a free loopback port and Debian's Chromium, driven by
+Playwright, clicks each page in the sidebar; the time runs from the click until the page's title is shown
+and Streamlit's app root reports the script finished (``data-test-script-state="notRunning"``).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import socket
+import subprocess
+import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import streamlit as st
@@ -23,8 +30,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", help="directory holding run directories")
     parser.add_argument("--run", help="run name (default: the newest)")
+    parser.add_argument("--browser", action="store_true", help="time page views in headless Chromium instead")
     args = parser.parse_args()
     os.environ["BANDIT_RUNS_DIR"] = args.runs
+    if args.browser:
+        return browser_timings(args.runs)
     probe = AppTest.from_file(APP, default_timeout=600).run()
     pages = probe.sidebar.radio[0].options
     run = args.run or probe.sidebar.selectbox[0].value
@@ -42,6 +52,54 @@ def main() -> None:
             timings.append(time.perf_counter() - started)
         problems = [e.value for e in at.error] + [str(e.value) for e in at.exception]
         print(f"{page:28s} {timings[0]:8.2f} {timings[1]:8.2f}  {'; '.join(problems) or '-'}")
+
+
+def browser_timings(runs: str) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", APP, "--server.port", str(port),
+                               "--server.address", "127.0.0.1", "--server.headless", "true",
+                               "--browser.gatherUsageStats", "false", "--", "--runs", runs],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):  # at most 60 s for the server to come up
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                time.sleep(0.5)
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path="/usr/bin/chromium", headless=True,
+                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                      "--disable-component-update", "--disable-sync"])
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            started = time.perf_counter()
+            page.goto(url, timeout=120_000)
+            _wait_until_done(page, "Leaderboard")
+            print(f"{'first load (Leaderboard)':28s} {time.perf_counter() - started:8.2f} s")
+            labels = page.get_by_test_id("stSidebar").locator("label").all_inner_texts()
+            for title in [label for label in labels if label and label not in ("run", "page")][1:]:
+                started = time.perf_counter()
+                page.get_by_test_id("stSidebar").get_by_text(title, exact=True).click()
+                _wait_until_done(page, title)
+                print(f"{title:28s} {time.perf_counter() - started:8.2f} s")
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def _wait_until_done(page, title: str) -> None:
+    page.get_by_role("heading", name=title, exact=True).wait_for(timeout=120_000)
+    # Streamlit marks its app root with the script state; the title above is written once the new run started.
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=\"stApp\"]')?.getAttribute('data-test-script-state') === 'notRunning'",
+        timeout=120_000)
 
 
 if __name__ == "__main__":
