@@ -111,11 +111,13 @@ class SplitConfig(Strict):
     )
     test_fraction: float = Field(0.2, gt=0, lt=1, description="share of the latest events held out (temporal)")
     n_folds: int = Field(5, ge=2, description="folds for kfold; users never straddle folds")
+    shuffle: bool = Field(True, description="kfold: shuffle users with the seed; false reproduces Mab2Rec's cv")
 
 
 # ----------------------------------------------------------------------------------------- features
 class ItemTextConfig(Strict):
-    columns: list[str] = Field(default_factory=lambda: ["name", "description"])
+    columns: list[str] = Field(default_factory=lambda: ["name", "description"],
+                               description="left at the default, columns missing from the item table are skipped")
     text_schema: dict[str, Any] | list[Any] | str = Field(
         default_factory=lambda: {"transform": ["tfidf", ["svd", {"n_components": 16}]]},
         alias="schema",

@@ -118,6 +118,8 @@ def item_featurizer(dataset: Dataset, config: FeaturesConfig, seed: int) -> Item
         return None
     items, origin = dataset.items, dataset.source("items")
     text = list(config.item_text.columns)
+    if "columns" not in config.item_text.model_fields_set:  # the default names: use those the table has
+        text = [column for column in text if column in items.columns]
     _require_columns(items, text, origin, "features.item_text.columns")
     categorical, numeric = infer_feature_columns(items, [ITEM_ID] + text, config.item_categorical, config.item_numeric,
                                             config.exclude, origin, "features.item")

@@ -2,8 +2,8 @@
 
 - ``temporal`` (default): the latest ``test_fraction`` of events, by timestamp, is the one test fold, as a
   policy trained on the past would meet the future.
-- ``kfold``: ``n_folds`` folds grouped by user, so no user is on both sides (like Mab2Rec's ``cv``, but
-  shuffled with the config seed instead of ordered by group size).
+- ``kfold``: ``n_folds`` folds grouped by user, so no user is on both sides; shuffled with the config seed,
+  or, with ``shuffle: false``, exactly Mab2Rec's ``cv`` folds (ordered by group size).
 - ``given``: the user's separate train and test files.
 """
 
@@ -43,7 +43,9 @@ def make_folds(dataset: Dataset, method: str, config: SplitConfig, seed: int) ->
         if n_users < config.n_folds:
             raise ConfigError(f"split.n_folds={config.n_folds} but {origin} has only {n_users} distinct users; "
                               "folds are grouped by user, so lower n_folds")
-        splitter = GroupKFold(n_splits=config.n_folds, shuffle=True, random_state=seed)
+        # shuffle=False is exactly the GroupKFold Mab2Rec's benchmark(cv=...) uses, for reproducing its numbers.
+        splitter = GroupKFold(n_splits=config.n_folds, shuffle=config.shuffle,
+                              random_state=seed if config.shuffle else None)
         folds = [Fold(i, train, test) for i, (train, test) in enumerate(splitter.split(users, groups=users))]
     for fold in folds:
         if len(fold.test_rows) == 0:

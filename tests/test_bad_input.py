@@ -170,3 +170,9 @@ def test_time_flags_need_date_time_stamps(byo_config, sample_files, capsys, runs
     log.to_csv(path, index=False)
     code, message = run_cli(byo_config(features__time_flags=True), capsys)
     assert_clean_failure(code, message, runs_dir, "features.time_flags needs date-time timestamps", "int64")
+
+
+def test_explicit_item_text_column_must_exist(byo_config, capsys, runs_dir):
+    code, message = run_cli(byo_config(), capsys, "--set", "features.item_text.columns=[title]")
+    assert_clean_failure(code, message, runs_dir, "items.csv", "column(s) ['title'] named in features.item_text.columns",
+                         "found columns: item_id, name, description, category, price")

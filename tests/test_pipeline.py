@@ -247,3 +247,32 @@ def test_warm_start_of_cold_items_uses_the_item_vectors(byo_config, sample_files
     cold = run_pipeline(load_config(byo_config()), progress=False)
     cold_recs = pd.read_parquet(cold.path / "recommendations.parquet")
     assert 3 not in set(cold_recs["item_id"])  # Mab2Rec only recommends items it was trained on
+
+
+def test_unshuffled_kfold_reproduces_mab2rec_cv(byo_config, sample_files):
+    """split.shuffle: false gives exactly the folds and metrics of Mab2Rec's benchmark(cv=3)."""
+    config = load_config(byo_config(split__method="kfold", split__n_folds=3, split__shuffle=False))
+    outcome = run_pipeline(config, progress=False)
+    log = pd.read_csv(sample_files / "interactions.csv").rename(columns={"clicked": "response"})
+    users = pd.read_csv(sample_files / "users.csv")
+    users = users[users["user_id"].isin(log["user_id"])].reset_index(drop=True)
+    recommenders = {"LinUCB": BanditRecommender(LearningPolicy.LinUCB(alpha=1.0), top_k=5, seed=7)}
+    metrics = [BinaryRecoMetrics.CTR(click_column="score", k=5), RankingRecoMetrics.Recall(click_column="score", k=5)]
+    for fold in range(3):
+        featurizer = joblib.load(outcome.path / f"artifacts/seed_7/fold_{fold}/context_featurizer.joblib")
+        features = pd.concat([users[["user_id"]], pd.DataFrame(featurizer.transform(users),
+                                                               columns=featurizer.feature_names_)], axis=1)
+        _, direct = benchmark(recommenders, metrics, log[["user_id", "item_id", "response"]], cv=3,
+                              user_features=features)
+        ours = outcome.metrics.query("policy == 'LinUCB' and k == 5 and fold == @fold").set_index("metric")["value"]
+        assert ours["CTR"] == pytest.approx(direct[fold]["LinUCB"]["CTR(score)@5"], abs=1e-12)
+        assert ours["Recall"] == pytest.approx(direct[fold]["LinUCB"]["Recall@5"], abs=1e-12)
+
+
+def test_default_item_text_columns_are_skipped_when_absent(byo_config, sample_files):
+    path = sample_files / "items.csv"
+    pd.read_csv(path).drop(columns=["name", "description"]).to_csv(path, index=False)
+    outcome = run_pipeline(load_config(byo_config(features__item_text={})), progress=False)
+    vectors = pd.read_parquet(outcome.path / "artifacts/seed_7/item_vectors.parquet")
+    assert not any(column.startswith("text_") for column in vectors.columns)
+    assert {"category_books", "price"} <= set(vectors.columns)
