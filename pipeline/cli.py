@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 import warnings
+from pathlib import Path
 
 import yaml
 
@@ -35,7 +36,29 @@ def build_parser() -> argparse.ArgumentParser:
                              help="override a config key (dotted path, YAML value); repeatable")
         if name == "run":
             command.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+    serve = commands.add_parser("serve", help="serve a run's trained policy over HTTP (FastAPI)",
+                                description="serve a run's trained policy over HTTP, learning from feedback")
+    serve.add_argument("run_dir", help="a run directory, e.g. runs/20261125-000705-default")
+    serve.add_argument("--policy", required=True, help="policy name as in the run's leaderboard, e.g. LinUCB")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--store", help="SQLite file for the feedback log and snapshots "
+                                       "(default: RUN_DIR/serving/POLICY.sqlite)")
+    serve.add_argument("--batch-size", type=int, default=32, help="feedback events per partial_fit")
+    serve.add_argument("--snapshot-every", type=int, default=1000, help="learnt events between model snapshots")
     return parser
+
+
+def serve(args) -> int:
+    import uvicorn
+
+    from pipeline.runner import safe_name
+    from pipeline.serving.app import create_app
+
+    store = Path(args.store) if args.store else Path(args.run_dir) / "serving" / f"{safe_name(args.policy)}.sqlite"
+    app = create_app(Path(args.run_dir), args.policy, store, args.batch_size, args.snapshot_every)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,6 +71,12 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
     from pipeline.config import load_config  # imported here so --help stays instant
 
+    if args.command == "serve":
+        try:
+            return serve(args)
+        except PipelineError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return error.exit_code
     try:
         config = load_config(args.config, args.overrides)
         if args.command == "config":

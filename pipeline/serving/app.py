@@ -1,0 +1,209 @@
+"""The recommendation service: FastAPI over a ``ServedPolicy`` and a durable ``SQLiteStore``.
+
+- ``GET /health``: status, policy, number of items, model version, events learnt since start;
+- ``POST /recommend``: ``{"context": {...raw columns...}, "k": 5}`` -> top-k items with scores and item names;
+- ``POST /feedback``: ``{"request_id" | "context", "item_id", "reward"}``: committed to the log (that is the
+  acknowledgement), learnt with ``partial_fit`` in batches of ``batch_size``;
+- ``GET /metrics``: request counts, latency quantiles, clicks, in Prometheus' text format.
+
+Every ``snapshot_every`` learnt events the model is pickled into the store with the id of the last event it
+has learnt; at start-up the newest snapshot is loaded and the log after it replayed, so no acknowledged
+feedback is lost when the process dies.
+"""
+
+
+import contextlib
+import pickle
+import threading
+import time
+import uuid
+from collections import OrderedDict, defaultdict, deque
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+
+from pipeline.serving.policy import ServedPolicy
+from pipeline.serving.store import SQLiteStore
+
+MAX_BODY_BYTES = 64 * 1024
+REMEMBERED_REQUESTS = 100_000  # /recommend contexts kept for feedback that names only the request id
+
+
+class Service:
+    """The policy, its learning buffer, the store and the counters; thread-safe."""
+
+    def __init__(self, policy: ServedPolicy, store: SQLiteStore, batch_size: int, snapshot_every: int):
+        self.policy, self.store = policy, store
+        self.batch_size, self.snapshot_every = batch_size, snapshot_every
+        self.lock = threading.Lock()
+        self.pending: list[tuple[int, dict, Any, float]] = []
+        self.last_learnt = 0
+        self.learnt_since_start = 0
+        self.since_snapshot = 0
+        self.requests: OrderedDict[str, dict] = OrderedDict()
+        self.counts: dict[tuple[str, int], int] = defaultdict(int)
+        self.latencies: dict[str, deque] = defaultdict(lambda: deque(maxlen=10_000))
+        self.clicks = 0
+        self.feedback = 0
+        self.replayed = self._restore()
+
+    def _restore(self) -> int:
+        snapshot = self.store.latest_snapshot()
+        if snapshot is not None:
+            self.last_learnt, blob = snapshot
+            self.policy.recommender = pickle.loads(blob)
+        events = self.store.events_after(self.last_learnt)
+        for start in range(0, len(events), self.batch_size):
+            self._learn(events[start:start + self.batch_size])
+        return len(events)
+
+    def _learn(self, events: list[tuple[int, dict, Any, float]]) -> None:
+        if events:
+            self.policy.learn([e[1] for e in events], [e[2] for e in events], [e[3] for e in events])
+            self.last_learnt = events[-1][0]
+            self.since_snapshot += len(events)
+
+    def remember(self, context: dict) -> str:
+        request_id = uuid.uuid4().hex
+        with self.lock:
+            self.requests[request_id] = context
+            while len(self.requests) > REMEMBERED_REQUESTS:
+                self.requests.popitem(last=False)
+        return request_id
+
+    def add_feedback(self, context: dict, item: Any, reward: float) -> int:
+        feedback_id = self.store.append(context, item, reward)  # committed: acknowledged from here on
+        with self.lock:
+            self.feedback += 1
+            self.clicks += int(reward > 0)
+            self.pending.append((feedback_id, context, item, reward))
+            if len(self.pending) >= self.batch_size:
+                self.flush()
+        return feedback_id
+
+    def flush(self) -> None:
+        """Learn the pending events (caller holds the lock) and snapshot when due."""
+        batch, self.pending = self.pending, []
+        self._learn(batch)
+        self.learnt_since_start += len(batch)
+        if self.since_snapshot >= self.snapshot_every:
+            self.snapshot()
+
+    def snapshot(self) -> None:
+        self.store.save_snapshot(self.last_learnt, pickle.dumps(self.policy.recommender))
+        self.since_snapshot = 0
+
+    def observe(self, endpoint: str, status: int, seconds: float) -> None:
+        self.counts[(endpoint, status)] += 1
+        self.latencies[endpoint].append(seconds)
+
+    def prometheus(self) -> str:
+        lines = ["# HELP bandit_requests_total Requests served, by endpoint and status.",
+                 "# TYPE bandit_requests_total counter"]
+        lines += [f'bandit_requests_total{{endpoint="{e}",status="{s}"}} {n}' for (e, s), n in sorted(self.counts.items())]
+        lines += ["# HELP bandit_request_latency_seconds Latency over the last 10,000 requests per endpoint.",
+                  "# TYPE bandit_request_latency_seconds summary"]
+        for endpoint, values in sorted(self.latencies.items()):
+            for q in (0.5, 0.9, 0.99):
+                lines.append(f'bandit_request_latency_seconds{{endpoint="{endpoint}",quantile="{q}"}} '
+                             f"{float(np.quantile(list(values), q)):.6f}")
+        lines += ["# TYPE bandit_feedback_total counter", f"bandit_feedback_total {self.feedback}",
+                  "# TYPE bandit_clicks_total counter", f"bandit_clicks_total {self.clicks}",
+                  "# TYPE bandit_events_learnt_total counter", f"bandit_events_learnt_total {self.learnt_since_start}"]
+        return "\n".join(lines) + "\n"
+
+
+def _context_model(policy: ServedPolicy) -> type[BaseModel]:
+    """The request schema for a context: the raw columns the run's featurizer was fitted on."""
+    fields = {}
+    for column, kind in policy.context_fields.items():
+        annotation = (str | int | bool) if kind == "categorical" else (float | bool)
+        fields[column] = (annotation, Field(..., allow_inf_nan=False) if kind == "numeric" else ...)
+    return create_model("Context", __config__=ConfigDict(extra="forbid"), **fields)
+
+
+def create_app(run_dir: Path, policy: str, store_path: Path, batch_size: int = 32, snapshot_every: int = 1000,
+               seed: int | None = None) -> FastAPI:
+    served = ServedPolicy(run_dir, policy, seed=seed)
+    service = Service(served, SQLiteStore(store_path), batch_size, snapshot_every)
+    Context = _context_model(served)
+    n_items = len(served.arms)
+
+    class RecommendRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        context: Context  # type: ignore[valid-type]
+        k: int | None = Field(None, ge=1, le=n_items, description="list length (default: the run's top_k)")
+
+    class FeedbackRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        request_id: str | None = Field(None, description="the id /recommend returned, or give the context")
+        context: Context | None = None  # type: ignore[valid-type]
+        item_id: int | str
+        reward: Literal[0, 1] | bool
+
+        @model_validator(mode="after")
+        def _one_context(self):
+            if (self.request_id is None) == (self.context is None):
+                raise ValueError("give exactly one of request_id and context")
+            return self
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        with service.lock:  # a clean stop learns what is pending and snapshots it
+            service.flush()
+            service.snapshot()
+        service.store.close()
+
+    app = FastAPI(title="Bandit recommendation service", version="1", lifespan=lifespan)
+    app.state.service = service
+
+    @app.middleware("http")
+    async def limit_and_measure(request: Request, call_next):
+        started = time.perf_counter()
+        length = request.headers.get("content-length")
+        if length is not None and int(length) > MAX_BODY_BYTES:
+            response = JSONResponse({"detail": f"request body over {MAX_BODY_BYTES} bytes"}, status_code=413)
+        else:
+            response = await call_next(request)
+        service.observe(request.url.path, response.status_code, time.perf_counter() - started)
+        return response
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"status": "ok", "policy": served.policy, "items": n_items, "model_version": served.version,
+                "events_learnt_since_start": service.learnt_since_start, "replayed_at_start": service.replayed,
+                "last_learnt_feedback_id": service.last_learnt}
+
+    @app.post("/recommend")
+    def recommend(body: RecommendRequest) -> dict:
+        context = body.context.model_dump()
+        k = body.k or served.recommender.top_k
+        with service.lock:
+            items = served.recommend(context, k)
+        return {"request_id": service.remember(context), "policy": served.policy, "k": k, "items": items}
+
+    @app.post("/feedback")
+    def feedback(body: FeedbackRequest) -> dict:
+        if not served.knows(body.item_id):
+            raise HTTPException(404, f"item_id {body.item_id!r} is not one of the policy's {n_items} items")
+        if body.request_id is not None:
+            context = service.requests.get(body.request_id)
+            if context is None:
+                raise HTTPException(404, f"request_id {body.request_id!r} is unknown (or too old); send the context")
+        else:
+            context = body.context.model_dump()
+        item = served.arm(body.item_id)
+        feedback_id = service.add_feedback(context, item.item() if isinstance(item, np.generic) else item,
+                                           float(body.reward))
+        return {"feedback_id": feedback_id, "acknowledged": True}
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    def metrics() -> str:
+        return service.prometheus()
+
+    return app

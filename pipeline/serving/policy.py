@@ -1,0 +1,101 @@
+"""A trained policy from a run directory, scoring raw contexts given in the data's own schema."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pandas as pd
+
+from pipeline.errors import ConfigError
+from pipeline.runner import safe_name
+
+ITEM_COLUMNS = ("name", "category", "price")
+
+
+class ServedPolicy:
+    """The run's trained recommender for ``policy`` (seed, fold) plus the featurizer its contexts went through.
+
+    ``context_fields`` maps each raw context column to ``"categorical"`` or ``"numeric"``: the request schema.
+    """
+
+    def __init__(self, run_dir: Path, policy: str, seed: int | None = None, fold: int = 0):
+        run_dir = Path(run_dir)
+        info = json.loads((run_dir / "run.json").read_text())
+        seed = info["seeds"][0] if seed is None else seed
+        folder = run_dir / "artifacts" / f"seed_{seed}" / f"fold_{fold}"
+        saved = folder / safe_name(policy) / "recommender.joblib"
+        if not saved.is_file():
+            known = sorted(p.parent.name for p in folder.glob("*/recommender.joblib"))
+            raise ConfigError(f"{run_dir}: no trained policy {policy!r} for seed {seed}, fold {fold}; the run has: "
+                              f"{', '.join(known) or 'none'}")
+        self.policy = policy
+        self.version = f"{run_dir.name}/{policy}/seed_{seed}/fold_{fold}"
+        self.recommender = joblib.load(saved)
+        featurizer_file = folder / "context_featurizer.joblib"
+        self.featurizer = joblib.load(featurizer_file) if featurizer_file.is_file() else None
+        self.context_fields = {} if self.featurizer is None else {
+            **{c: "categorical" for c in self.featurizer.categorical}, **{c: "numeric" for c in self.featurizer.numeric}}
+        self.items = _item_table(run_dir, seed)
+        self.arms = list(self.recommender.mab.arms)
+        self._arm_set = {_key(arm) for arm in self.arms}
+
+    @property
+    def contextual(self) -> bool:
+        return bool(self.recommender.mab.is_contextual)
+
+    def knows(self, item: Any) -> bool:
+        return _key(item) in self._arm_set
+
+    def arm(self, item: Any) -> Any:
+        """The arm object equal to ``item`` (JSON may give "7" for the arm 7)."""
+        for arm in self.arms:
+            if _key(arm) == _key(item):
+                return arm
+        raise KeyError(item)
+
+    def _vectors(self, contexts: list[dict]) -> np.ndarray | list:
+        if not self.contextual:
+            return [[]] * len(contexts)
+        return self.featurizer.transform(pd.DataFrame(contexts))
+
+    def recommend(self, context: dict, k: int) -> list[dict]:
+        previous, self.recommender.top_k = self.recommender.top_k, k
+        try:
+            items, scores = self.recommender.recommend(self._vectors([context]), return_scores=True)
+        finally:
+            self.recommender.top_k = previous
+        out = []
+        for item, score in zip(items, scores):
+            row = {"item_id": _plain(item), "score": float(score)}
+            if self.items is not None and _key(item) in self.items.index:
+                row.update({c: _plain(v) for c, v in self.items.loc[_key(item)].items()})
+            out.append(row)
+        return out
+
+    def learn(self, contexts: list[dict], items: list, rewards: list[float]) -> None:
+        arms = [self.arm(item) for item in items]
+        if self.contextual:
+            self.recommender.partial_fit(arms, rewards, self._vectors(contexts))
+        else:
+            self.recommender.partial_fit(arms, rewards)
+
+
+def _item_table(run_dir: Path, seed: int) -> pd.DataFrame | None:
+    for name in (f"artifacts/seed_{seed}/item_map.parquet", f"data/seed_{seed}/items.parquet"):
+        if (run_dir / name).is_file():
+            items = pd.read_parquet(run_dir / name)
+            columns = [c for c in ITEM_COLUMNS if c in items.columns]
+            return items.set_index(items["item_id"].map(_key))[columns]
+    return None
+
+
+def _key(value: Any) -> str:
+    return str(_plain(value))
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value

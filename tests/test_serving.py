@@ -1,0 +1,158 @@
+"""The recommendation service: contract, bad input, metrics, and durability across a hard kill."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from fastapi.testclient import TestClient
+
+from pipeline.config import load_config
+from pipeline.runner import run_pipeline
+from pipeline.serving.app import create_app
+
+CONTEXT = {"device": "mobile", "daypart": "evening", "is_weekend": True, "age": 30, "gender": "female",
+           "location": "urban", "traffic_source": "ads", "membership": "gold", "preferred_device": "mobile"}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serve")
+    settings = {"data": {"synthetic": {"n_users": 150, "n_items": 25, "n_events": 1200, "n_days": 7}},
+                "features": {"item_text": {"schema": {"transform": ["tfidf", ["svd", {"n_components": 4}]]}}},
+                "policies": {"LinUCB": {"learning_policy": "LinUCB"}, "Popularity": {"learning_policy": "Popularity"}},
+                "evaluation": {"top_k": 5, "k_list": [1, 5], "leaderboard_k": 5, "bootstrap_resamples": 0},
+                "run": {"output_dir": str(root / "runs"), "name": "serve"}}
+    (root / "c.yaml").write_text(yaml.safe_dump(settings))
+    return run_pipeline(load_config(root / "c.yaml"), progress=False).path
+
+
+@pytest.fixture
+def client(run_dir, tmp_path):
+    with TestClient(create_app(run_dir, "LinUCB", tmp_path / "store.sqlite", batch_size=4)) as test_client:
+        yield test_client
+
+
+def test_recommendations_equal_the_pipeline_policy_object(client, run_dir):
+    served = client.post("/recommend", json={"context": CONTEXT, "k": 5}).json()
+    recommender = joblib.load(run_dir / "artifacts/seed_42/fold_0/LinUCB/recommender.joblib")
+    featurizer = joblib.load(run_dir / "artifacts/seed_42/fold_0/context_featurizer.joblib")
+    items, scores = recommender.recommend(featurizer.transform(pd.DataFrame([CONTEXT])), return_scores=True)
+    assert [row["item_id"] for row in served["items"]] == list(items)
+    np.testing.assert_allclose([row["score"] for row in served["items"]], scores)
+    assert {"name", "category", "price"} <= set(served["items"][0])
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and health["items"] == 25 and health["policy"] == "LinUCB"
+
+
+def test_openapi_contract_lists_every_endpoint_and_field(client):
+    schema = client.get("/openapi.json").json()
+    assert {"/health", "/recommend", "/feedback", "/metrics"} <= set(schema["paths"])
+    context = schema["components"]["schemas"]["Context"]
+    assert set(context["required"]) == set(CONTEXT) and context["additionalProperties"] is False
+    request = schema["components"]["schemas"]["RecommendRequest"]["properties"]["k"]
+    assert request["anyOf"][0]["maximum"] == 25 and request["anyOf"][0]["minimum"] == 1
+
+
+@pytest.mark.parametrize("body, status, field", [
+    ({"context": {**CONTEXT, "colour": "red"}}, 422, "colour"),
+    ({"context": {k: v for k, v in CONTEXT.items() if k != "age"}}, 422, "age"),
+    ({"context": {**CONTEXT, "age": "old"}}, 422, "age"),
+    ({"context": CONTEXT, "k": 0}, 422, "k"),
+    ({"context": CONTEXT, "k": 26}, 422, "k"),
+])
+def test_bad_recommend_requests_name_the_field(client, body, status, field):
+    response = client.post("/recommend", json=body)
+    assert response.status_code == status
+    assert field in {str(part) for error in response.json()["detail"] for part in error["loc"]}
+    assert client.get("/health").status_code == 200  # still serving
+
+
+def test_feedback_errors_and_oversized_bodies(client):
+    request_id = client.post("/recommend", json={"context": CONTEXT}).json()["request_id"]
+    assert client.post("/feedback", json={"request_id": request_id, "item_id": 999, "reward": 1}).status_code == 404
+    assert client.post("/feedback", json={"request_id": "nope", "item_id": 1, "reward": 1}).status_code == 404
+    assert client.post("/feedback", json={"request_id": request_id, "item_id": 1, "reward": 2}).status_code == 422
+    both = {"request_id": request_id, "context": CONTEXT, "item_id": 1, "reward": 1}
+    assert client.post("/feedback", json=both).status_code == 422
+    big = client.post("/recommend", content=b"{" + b" " * 70_000 + b"}", headers={"content-type": "application/json"})
+    assert big.status_code == 413
+    assert client.post("/feedback", json={"request_id": request_id, "item_id": 1, "reward": 1}).json()["acknowledged"]
+
+
+def test_feedback_is_learnt_in_batches_and_counted(client):
+    for reward in (1, 0, 1, 1):
+        client.post("/feedback", json={"context": CONTEXT, "item_id": 3, "reward": reward})
+    assert client.get("/health").json()["events_learnt_since_start"] == 4
+    metrics = client.get("/metrics").text
+    assert "bandit_clicks_total 3" in metrics and "bandit_feedback_total 4" in metrics
+    assert 'bandit_requests_total{endpoint="/feedback",status="200"} 4' in metrics
+    assert 'bandit_request_latency_seconds{endpoint="/feedback",quantile="0.99"}' in metrics
+
+
+def _free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _start(run_dir, store, port):
+    server = subprocess.Popen([sys.executable, "-m", "pipeline", "serve", str(run_dir), "--policy", "LinUCB",
+                               "--port", str(port), "--store", str(store), "--batch-size", "7",
+                               "--snapshot-every", "20"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(120):  # at most 60 s
+        try:
+            return server, json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).read())
+        except OSError:
+            time.sleep(0.5)
+    server.kill()
+    pytest.fail("the service did not start within 60 s")
+
+
+def _post(port, path, body):
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(),
+                                     headers={"content-type": "application/json"})
+    return json.loads(urllib.request.urlopen(request, timeout=10).read())
+
+
+def test_killed_mid_stream_restarts_with_every_acknowledged_event(run_dir, tmp_path):
+    store, port = tmp_path / "durable.sqlite", _free_port()
+    rng = np.random.default_rng(0)
+    server, _ = _start(run_dir, store, port)
+    acknowledged = []
+    try:
+        for step in range(60):  # batches of 7: 56 learnt, snapshots after 21 and 42, 4 pending at the kill
+            context = {**CONTEXT, "age": int(rng.integers(18, 80)), "device": ["mobile", "desktop"][step % 2]}
+            event = {"context": context, "item_id": int(rng.integers(1, 26)), "reward": int(rng.random() < 0.3)}
+            acknowledged.append((_post(port, "/feedback", event)["feedback_id"], event))
+    finally:
+        os.kill(server.pid, signal.SIGKILL)  # no shutdown hook: whatever was not snapshotted must be replayed
+        server.wait(timeout=10)
+    server, health = _start(run_dir, store, port)
+    try:
+        assert health["last_learnt_feedback_id"] == acknowledged[-1][0] == 60
+        assert health["replayed_at_start"] == 60 - 42  # the log after the newest snapshot
+        served = _post(port, "/recommend", {"context": CONTEXT, "k": 25})
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    # The same model built here from the run's policy and every acknowledged event, in order.
+    recommender = joblib.load(run_dir / "artifacts/seed_42/fold_0/LinUCB/recommender.joblib")
+    featurizer = joblib.load(run_dir / "artifacts/seed_42/fold_0/context_featurizer.joblib")
+    contexts = featurizer.transform(pd.DataFrame([event["context"] for _, event in acknowledged]))
+    recommender.partial_fit([event["item_id"] for _, event in acknowledged],
+                            [event["reward"] for _, event in acknowledged], contexts)
+    recommender.top_k = 25
+    items, scores = recommender.recommend(featurizer.transform(pd.DataFrame([CONTEXT])), return_scores=True)
+    assert [row["item_id"] for row in served["items"]] == list(items)
+    np.testing.assert_allclose([row["score"] for row in served["items"]], scores, rtol=1e-9)
