@@ -42,8 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--policy", required=True, help="policy name as in the run's leaderboard, e.g. LinUCB")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--store", help="SQLite file for the feedback log and snapshots "
+    serve.add_argument("--store", help="SQLite file or redis:// URL for the feedback log and snapshots "
                                        "(default: RUN_DIR/serving/POLICY.sqlite)")
+    serve.add_argument("--store-namespace", help="prefix of the Redis keys (default: bandit:RUN:POLICY)")
     serve.add_argument("--batch-size", type=int, default=32, help="feedback events per partial_fit")
     serve.add_argument("--snapshot-every", type=int, default=1000, help="learnt events between model snapshots")
     return parser
@@ -55,8 +56,9 @@ def serve(args) -> int:
     from pipeline.runner import safe_name
     from pipeline.serving.app import create_app
 
-    store = Path(args.store) if args.store else Path(args.run_dir) / "serving" / f"{safe_name(args.policy)}.sqlite"
-    app = create_app(Path(args.run_dir), args.policy, store, args.batch_size, args.snapshot_every)
+    store = args.store or Path(args.run_dir) / "serving" / f"{safe_name(args.policy)}.sqlite"
+    app = create_app(Path(args.run_dir), args.policy, store, args.batch_size, args.snapshot_every,
+                     namespace=args.store_namespace)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 

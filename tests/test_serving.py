@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 
 import joblib
 import numpy as np
@@ -106,10 +108,32 @@ def _free_port():
         return probe.getsockname()[1]
 
 
-def _start(run_dir, store, port):
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory):
+    """Redis on loopback: the one .ci/run started (BANDIT_TEST_REDIS_URL), or one started here."""
+    if os.environ.get("BANDIT_TEST_REDIS_URL"):
+        yield os.environ["BANDIT_TEST_REDIS_URL"]
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if os.environ.get("REQUIRE_SERVICE_TESTS"):
+            pytest.fail("redis-server is not installed but REQUIRE_SERVICE_TESTS is set")
+        pytest.skip("redis-server is not installed (.ci/run installs and starts it)")
+    port = _free_port()
+    server = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                               "--appendonly", "yes", "--appendfsync", "always",
+                               "--dir", str(tmp_path_factory.mktemp("redis"))], stdout=subprocess.DEVNULL)
+    time.sleep(0.5)
+    yield f"redis://127.0.0.1:{port}/0"
+    server.terminate()
+    server.wait(timeout=10)
+
+
+def _start(run_dir, store, port, namespace="test"):
     server = subprocess.Popen([sys.executable, "-m", "pipeline", "serve", str(run_dir), "--policy", "LinUCB",
                                "--port", str(port), "--store", str(store), "--batch-size", "7",
-                               "--snapshot-every", "20"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               "--snapshot-every", "20", "--store-namespace", namespace],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(120):  # at most 60 s
         try:
             return server, json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).read())
@@ -125,10 +149,12 @@ def _post(port, path, body):
     return json.loads(urllib.request.urlopen(request, timeout=10).read())
 
 
-def test_killed_mid_stream_restarts_with_every_acknowledged_event(run_dir, tmp_path):
-    store, port = tmp_path / "durable.sqlite", _free_port()
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_killed_mid_stream_restarts_with_every_acknowledged_event(run_dir, tmp_path, backend, request):
+    store = tmp_path / "durable.sqlite" if backend == "sqlite" else request.getfixturevalue("redis_url")
+    namespace, port = f"test-{uuid.uuid4().hex}", _free_port()
     rng = np.random.default_rng(0)
-    server, _ = _start(run_dir, store, port)
+    server, _ = _start(run_dir, store, port, namespace)
     acknowledged = []
     try:
         for step in range(60):  # batches of 7: 56 learnt, snapshots after 21 and 42, 4 pending at the kill
@@ -138,7 +164,7 @@ def test_killed_mid_stream_restarts_with_every_acknowledged_event(run_dir, tmp_p
     finally:
         os.kill(server.pid, signal.SIGKILL)  # no shutdown hook: whatever was not snapshotted must be replayed
         server.wait(timeout=10)
-    server, health = _start(run_dir, store, port)
+    server, health = _start(run_dir, store, port, namespace)
     try:
         assert health["last_learnt_feedback_id"] == acknowledged[-1][0] == 60
         assert health["replayed_at_start"] == 60 - 42  # the log after the newest snapshot

@@ -6,7 +6,8 @@
   acknowledgement), learnt with ``partial_fit`` in batches of ``batch_size``;
 - ``GET /metrics``: request counts, latency quantiles, clicks, in Prometheus' text format.
 
-Every ``snapshot_every`` learnt events the model is pickled into the store with the id of the last event it
+The store is SQLite by default or Redis when a ``redis://`` URL is given.  Every ``snapshot_every`` learnt
+events the model is pickled into the store with the id of the last event it
 has learnt; at start-up the newest snapshot is loaded and the log after it replayed, so no acknowledged
 feedback is lost when the process dies.
 """
@@ -27,7 +28,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from pipeline.serving.policy import ServedPolicy
-from pipeline.serving.store import SQLiteStore
+from pipeline.serving.store import SQLiteStore, open_store
 
 MAX_BODY_BYTES = 64 * 1024
 REMEMBERED_REQUESTS = 100_000  # /recommend contexts kept for feedback that names only the request id
@@ -37,6 +38,7 @@ class Service:
     """The policy, its learning buffer, the store and the counters; thread-safe."""
 
     def __init__(self, policy: ServedPolicy, store: SQLiteStore, batch_size: int, snapshot_every: int):
+        """``store`` is a ``SQLiteStore`` or anything with its methods (``RedisStore``)."""
         self.policy, self.store = policy, store
         self.batch_size, self.snapshot_every = batch_size, snapshot_every
         self.lock = threading.Lock()
@@ -126,10 +128,12 @@ def _context_model(policy: ServedPolicy) -> type[BaseModel]:
     return create_model("Context", __config__=ConfigDict(extra="forbid"), **fields)
 
 
-def create_app(run_dir: Path, policy: str, store_path: Path, batch_size: int = 32, snapshot_every: int = 1000,
-               seed: int | None = None) -> FastAPI:
+def create_app(run_dir: Path, policy: str, store: str | Path, batch_size: int = 32, snapshot_every: int = 1000,
+               seed: int | None = None, namespace: str | None = None) -> FastAPI:
+    """``store``: a SQLite file path or a ``redis://`` URL; ``namespace`` prefixes the Redis keys."""
     served = ServedPolicy(run_dir, policy, seed=seed)
-    service = Service(served, SQLiteStore(store_path), batch_size, snapshot_every)
+    store = open_store(store, namespace or f"bandit:{Path(run_dir).name}:{policy}")
+    service = Service(served, store, batch_size, snapshot_every)
     Context = _context_model(served)
     n_items = len(served.arms)
 

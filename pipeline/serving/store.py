@@ -54,3 +54,42 @@ class SQLiteStore:
 
     def close(self) -> None:
         self._db.close()
+
+
+class RedisStore:
+    """The same log and snapshots in Redis (a list of JSON events and two keys), for a shared, external store.
+
+    An event is acknowledged once ``RPUSH`` returned; its id is its 1-based position in the list.  Durability
+    across a Redis restart is the Redis server's own (run it with ``--appendonly yes --appendfsync always``).
+    """
+
+    def __init__(self, url: str, namespace: str):
+        import redis
+
+        self._redis = redis.Redis.from_url(url)
+        self._redis.ping()
+        self._log, self._snapshot = f"{namespace}:feedback", f"{namespace}:snapshot"
+
+    def append(self, context: dict, item, reward: float) -> int:
+        return int(self._redis.rpush(self._log, json.dumps([context, item, float(reward), time.time()])))
+
+    def events_after(self, last_id: int) -> list[tuple[int, dict, object, float]]:
+        rows = self._redis.lrange(self._log, last_id, -1)
+        return [(last_id + i + 1, *json.loads(row)[:3]) for i, row in enumerate(rows)]
+
+    def save_snapshot(self, last_feedback_id: int, model: bytes) -> None:
+        self._redis.hset(self._snapshot, mapping={"last_feedback_id": last_feedback_id, "model": model})
+
+    def latest_snapshot(self) -> tuple[int, bytes] | None:
+        saved = self._redis.hgetall(self._snapshot)
+        return None if not saved else (int(saved[b"last_feedback_id"]), saved[b"model"])
+
+    def close(self) -> None:
+        self._redis.close()
+
+
+def open_store(spec: str | Path, namespace: str):
+    """A ``redis://`` URL opens a ``RedisStore``; anything else is a SQLite file path."""
+    if str(spec).startswith(("redis://", "rediss://", "unix://")):
+        return RedisStore(str(spec), namespace)
+    return SQLiteStore(Path(spec))
