@@ -51,10 +51,8 @@ async def fire(url: str, contexts: list[dict], rate: float, seconds: float, conn
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=10.0) as client:
         start = time.perf_counter()
 
-        async def one(i: int) -> None:
+        async def one(i: int, due: float) -> None:
             nonlocal errors
-            due = start + i / rate
-            await asyncio.sleep(max(0.0, due - time.perf_counter()))
             async with gate:
                 try:
                     response = await client.post("/recommend", json={"context": contexts[i % len(contexts)]})
@@ -66,7 +64,14 @@ async def fire(url: str, contexts: list[dict], rate: float, seconds: float, conn
             else:
                 errors += 1
 
-        await asyncio.gather(*(one(i) for i in range(total)))
+        tasks = []
+        for i in range(total):  # each request is created at its due time (6,000 sleeping tasks would skew the start)
+            due = start + i / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(i, due)))
+        await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - start
     values = np.array(latencies) * 1000 if latencies else np.array([np.nan])
     return {"rate": rate, "requests": total, "errors": errors, "achieved_rate": len(latencies) / elapsed,

@@ -182,3 +182,32 @@ def test_killed_mid_stream_restarts_with_every_acknowledged_event(run_dir, tmp_p
     items, scores = recommender.recommend(featurizer.transform(pd.DataFrame([CONTEXT])), return_scores=True)
     assert [row["item_id"] for row in served["items"]] == list(items)
     np.testing.assert_allclose([row["score"] for row in served["items"]], scores, rtol=1e-9)
+
+
+def test_fast_featurizer_equals_scikit_learn_with_rare_and_unknown_values():
+    from pipeline.features import TabularFeaturizer
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"city": rng.choice([f"c{i}" for i in range(80)], 2000, p=np.r_[[0.5], [0.5 / 79] * 79]),
+                          "tier": rng.choice(["a", "b"], 2000), "age": rng.normal(40, 10, 2000),
+                          "flag": rng.random(2000) < 0.5})
+    featurizer = TabularFeaturizer(["city", "tier"], ["age", "flag"]).fit(frame)
+    assert any("infrequent" in name for name in featurizer.feature_names_)
+    records = frame.head(300).to_dict(orient="records") + [{"city": "nowhere", "tier": "z", "age": 1.0, "flag": True}]
+    np.testing.assert_array_equal(featurizer.transform_records(records), featurizer.transform(pd.DataFrame(records)))
+
+
+def test_fast_linucb_scores_equal_mabwiser_and_carry_the_bonus(client, run_dir):
+    from pipeline.serving.fast import LinearScorer
+
+    recommender = joblib.load(run_dir / "artifacts/seed_42/fold_0/LinUCB/recommender.joblib")
+    featurizer = joblib.load(run_dir / "artifacts/seed_42/fold_0/context_featurizer.joblib")
+    contexts = featurizer.transform(pd.DataFrame([CONTEXT, {**CONTEXT, "age": 70, "device": "tablet"}]))
+    scorer = LinearScorer.from_recommender(recommender)
+    expected = recommender.mab.predict_expectations(contexts)
+    np.testing.assert_allclose(scorer.scores(contexts), [[row[arm] for arm in scorer.arms] for row in expected],
+                               rtol=1e-12)
+    served = client.post("/recommend", json={"context": CONTEXT, "k": 3}).json()["items"]
+    assert all(row["exploration_bonus"] > 0 for row in served)
+    popularity = joblib.load(run_dir / "artifacts/seed_42/fold_0/Popularity/recommender.joblib")
+    assert LinearScorer.from_recommender(popularity) is None  # sampling policies keep MABWiser's own path

@@ -12,6 +12,7 @@ import pandas as pd
 
 from pipeline.errors import ConfigError
 from pipeline.runner import safe_name
+from pipeline.serving.fast import LinearScorer
 
 ITEM_COLUMNS = ("name", "category", "price")
 
@@ -41,6 +42,7 @@ class ServedPolicy:
             **{c: "categorical" for c in self.featurizer.categorical}, **{c: "numeric" for c in self.featurizer.numeric}}
         self.items = _item_table(run_dir, seed)
         self.arms = list(self.recommender.mab.arms)
+        self._scorer = None
         self._arm_set = {_key(arm) for arm in self.arms}
 
     @property
@@ -60,23 +62,42 @@ class ServedPolicy:
     def _vectors(self, contexts: list[dict]) -> np.ndarray | list:
         if not self.contextual:
             return [[]] * len(contexts)
-        return self.featurizer.transform(pd.DataFrame(contexts))
+        return self.featurizer.transform_records(contexts)
 
     def recommend(self, context: dict, k: int) -> list[dict]:
-        previous, self.recommender.top_k = self.recommender.top_k, k
-        try:
-            items, scores = self.recommender.recommend(self._vectors([context]), return_scores=True)
-        finally:
-            self.recommender.top_k = previous
+        """Top-k items with Mab2Rec's scores (sigmoid of the policy's expectation) and, for LinUCB, the bonus."""
+        vector = self._vectors([context])
+        bonus = None
+        if self._scorer is None and self.contextual:
+            self._scorer = LinearScorer.from_recommender(self.recommender) or False
+        if self._scorer:
+            raw = self._scorer.scores(vector)[0]
+            expectations = 1 / (1 + np.exp(-raw))  # Mab2Rec's recommend applies the same sigmoid
+            order = np.flip(np.argsort(expectations)[-k:])  # and the same ordering
+            items, scores = [self._scorer.arms[i] for i in order], expectations[order].tolist()
+            bonus = self._scorer.bonus(vector)[0][order] if self._scorer.inverses is not None else None
+        else:
+            previous, self.recommender.top_k = self.recommender.top_k, k
+            try:
+                items, scores = self.recommender.recommend(vector, return_scores=True)
+            finally:
+                self.recommender.top_k = previous
         out = []
-        for item, score in zip(items, scores):
+        for rank, (item, score) in enumerate(zip(items, scores)):
             row = {"item_id": _plain(item), "score": float(score)}
+            if bonus is not None:
+                row["exploration_bonus"] = float(bonus[rank])
             if self.items is not None and _key(item) in self.items.index:
                 row.update({c: _plain(v) for c, v in self.items.loc[_key(item)].items()})
             out.append(row)
         return out
 
+    def replace_model(self, recommender) -> None:
+        """Swap in a restored snapshot of the recommender."""
+        self.recommender, self._scorer = recommender, None
+
     def learn(self, contexts: list[dict], items: list, rewards: list[float]) -> None:
+        self._scorer = None  # the stacked models are stale once the policy learns
         arms = [self.arm(item) for item in items]
         if self.contextual:
             self.recommender.partial_fit(arms, rewards, self._vectors(contexts))
