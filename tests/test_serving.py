@@ -211,3 +211,27 @@ def test_fast_linucb_scores_equal_mabwiser_and_carry_the_bonus(client, run_dir):
     assert all(row["exploration_bonus"] > 0 for row in served)
     popularity = joblib.load(run_dir / "artifacts/seed_42/fold_0/Popularity/recommender.joblib")
     assert LinearScorer.from_recommender(popularity) is None  # sampling policies keep MABWiser's own path
+
+
+def _example(prop: dict):
+    """A valid value for an OpenAPI property of the Context schema."""
+    types = [option.get("type") for option in prop.get("anyOf", [prop])]
+    return "mobile" if "string" in types else 1.0 if "number" in types else True
+
+
+def test_contract_requests_built_from_the_openapi_schema(client):
+    """Bodies generated from the served schema are accepted; each field broken in turn is rejected by name."""
+    schema = client.get("/openapi.json").json()["components"]["schemas"]
+    context = {name: _example(prop) for name, prop in schema["Context"]["properties"].items()}
+    response = client.post("/recommend", json={"context": context, "k": 4})
+    assert response.status_code == 200 and len(response.json()["items"]) == 4
+    for name, prop in schema["Context"]["properties"].items():
+        broken = {**context, name: {"not": "a scalar"}}
+        answer = client.post("/recommend", json={"context": broken})
+        assert answer.status_code == 422, name
+        assert name in {str(part) for error in answer.json()["detail"] for part in error["loc"]}
+    feedback = schema["FeedbackRequest"]
+    assert set(feedback["properties"]) == {"request_id", "context", "item_id", "reward"}
+    item = response.json()["items"][0]["item_id"]
+    accepted = client.post("/feedback", json={"context": context, "item_id": item, "reward": 0})
+    assert accepted.status_code == 200 and accepted.json()["acknowledged"] is True
