@@ -16,18 +16,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pandas as pd
 
+from pipeline.localserver import free_port, wait_until_up
 from pipeline.serving.policy import ServedPolicy
 
 
@@ -80,21 +79,15 @@ async def fire(url: str, contexts: list[dict], rate: float, seconds: float, conn
 
 
 def start_server(run_dir: Path, policy: str, store: Path) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "pipeline", "serve", str(run_dir), "--policy", policy,
                                "--port", str(port), "--store", str(store)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    for _ in range(120):
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=2)
-            return server, url
-        except OSError:
-            time.sleep(0.5)
-    server.kill()
-    raise SystemExit("the service did not start within 60 s")
+    if wait_until_up(f"{url}/health") is None:
+        server.kill()
+        raise SystemExit("the service did not start within 60 s")
+    return server, url
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import PipelineConfig, SimulationConfig
-from pipeline.data.dataset import ITEM_ID, USER_ID, Dataset
+from pipeline.data.dataset import USER_ID, Dataset
 from pipeline.data.synthetic import make_events
 from pipeline.features import TabularFeaturizer, infer_feature_columns
 from pipeline.policies import PolicySpec

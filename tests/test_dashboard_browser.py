@@ -1,12 +1,8 @@
 """End to end in a real browser: the app on a free loopback port, headless Debian Chromium via Playwright."""
 
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pandas as pd
@@ -14,6 +10,7 @@ import pytest
 import yaml
 
 from pipeline.config import load_config
+from pipeline.localserver import free_port, wait_until_up
 from pipeline.runner import run_pipeline
 
 CHROMIUM = "/usr/bin/chromium"
@@ -25,12 +22,6 @@ pytestmark = pytest.mark.skipif(
     not Path(CHROMIUM).exists() and not os.environ.get("REQUIRE_BROWSER_TESTS"),
     reason="Debian's chromium is not installed (.ci/run installs it and sets REQUIRE_BROWSER_TESTS)",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -50,14 +41,7 @@ def served_run(tmp_path_factory):
          "--", "--runs", str(root / "runs")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # bounded wait for the server to come up
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
+    if wait_until_up(f"{url}/_stcore/health") != b"ok":
         server.kill()
         pytest.fail("the Streamlit server did not answer on 127.0.0.1 within 60 s")
     yield url, run

@@ -4,11 +4,9 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 import uuid
 
@@ -20,6 +18,7 @@ import yaml
 from fastapi.testclient import TestClient
 
 from pipeline.config import load_config
+from pipeline.localserver import free_port, wait_until_up
 from pipeline.runner import run_pipeline
 from pipeline.serving.app import create_app
 
@@ -102,12 +101,6 @@ def test_feedback_is_learnt_in_batches_and_counted(client):
     assert 'bandit_request_latency_seconds{endpoint="/feedback",quantile="0.99"}' in metrics
 
 
-def _free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory):
     """Redis on loopback: the one .ci/run started (BANDIT_TEST_REDIS_URL), or one started here."""
@@ -119,7 +112,7 @@ def redis_url(tmp_path_factory):
         if os.environ.get("REQUIRE_SERVICE_TESTS"):
             pytest.fail("redis-server is not installed but REQUIRE_SERVICE_TESTS is set")
         pytest.skip("redis-server is not installed (.ci/run installs and starts it)")
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                                "--appendonly", "yes", "--appendfsync", "always",
                                "--dir", str(tmp_path_factory.mktemp("redis"))], stdout=subprocess.DEVNULL)
@@ -134,13 +127,11 @@ def _start(run_dir, store, port, namespace="test"):
                                "--port", str(port), "--store", str(store), "--batch-size", "7",
                                "--snapshot-every", "20", "--store-namespace", namespace],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(120):  # at most 60 s
-        try:
-            return server, json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).read())
-        except OSError:
-            time.sleep(0.5)
-    server.kill()
-    pytest.fail("the service did not start within 60 s")
+    body = wait_until_up(f"http://127.0.0.1:{port}/health")
+    if body is None:
+        server.kill()
+        pytest.fail("the service did not start within 60 s")
+    return server, json.loads(body)
 
 
 def _post(port, path, body):
@@ -152,7 +143,7 @@ def _post(port, path, body):
 @pytest.mark.parametrize("backend", ["sqlite", "redis"])
 def test_killed_mid_stream_restarts_with_every_acknowledged_event(run_dir, tmp_path, backend, request):
     store = tmp_path / "durable.sqlite" if backend == "sqlite" else request.getfixturevalue("redis_url")
-    namespace, port = f"test-{uuid.uuid4().hex}", _free_port()
+    namespace, port = f"test-{uuid.uuid4().hex}", free_port()
     rng = np.random.default_rng(0)
     server, _ = _start(run_dir, store, port, namespace)
     acknowledged = []
