@@ -34,6 +34,12 @@ def with_interval(value: float, low: float, high: float) -> str:
     return f"{value:.4f} [{low:.4f}, {high:.4f}]"
 
 
+def choose(label: str, options) -> object:
+    """A select box when there is a choice, else the only option (no widget for a single seed or fold)."""
+    options = sorted(pd.unique(pd.Series(list(options))).tolist())
+    return st.selectbox(label, options) if len(options) > 1 else options[0]
+
+
 def absent(what: str, run: Run) -> None:
     notes = run.info.get("notes") or []
     st.info(f"{what} is not in this run." + ("".join(f" {note}." for note in notes) if notes else ""))

@@ -13,6 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.data import Run, RunDataError, rows, table
+from dashboard.views.common import choose
 from pipeline.data.synthetic import ClickModel
 
 TITLE = "Recommendations explorer"
@@ -23,9 +24,8 @@ def render(run: Run, runs: list[Run]) -> None:
     folds = pd.DataFrame(run.info.get("folds") or [])
     if folds.empty:
         raise RunDataError(f"run.json of run {run.name} lists no folds")
-    seed = st.selectbox("seed", sorted(folds["seed"].unique())) if folds["seed"].nunique() > 1 else folds["seed"].iloc[0]
-    fold_ids = sorted(folds.loc[folds["seed"] == seed, "fold"])
-    fold = st.selectbox("fold", fold_ids) if len(fold_ids) > 1 else fold_ids[0]
+    seed = choose("seed", folds["seed"])
+    fold = choose("fold", folds.loc[folds["seed"] == seed, "fold"])
     items = _items(run, seed)
     modes = ["a logged test context"]
     if run.file(f"artifacts/seed_{seed}/fold_{fold}/context_featurizer.joblib").is_file() and run.has(

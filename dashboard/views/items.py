@@ -6,15 +6,14 @@ import altair as alt
 import streamlit as st
 
 from dashboard.data import Run, table
-from dashboard.views.common import absent
+from dashboard.views.common import absent, choose
 
 TITLE = "Items"
 
 
 def render(run: Run, runs: list[Run]) -> None:
-    seeds = run.seeds or [None]
-    seed = st.selectbox("seed", seeds) if len(seeds) > 1 else seeds[0]
     exposure = table(run, "item_exposure")
+    seed = choose("seed", exposure["seed"])
     exposure = exposure[exposure["seed"] == seed]
     if run.has(f"artifacts/seed_{seed}/item_map.parquet"):
         item_map = table(run, f"artifacts/seed_{seed}/item_map")

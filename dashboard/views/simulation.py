@@ -6,7 +6,7 @@ import altair as alt
 import streamlit as st
 
 from dashboard.data import Run, table
-from dashboard.views.common import absent
+from dashboard.views.common import absent, choose
 
 TITLE = "Online simulation"
 
@@ -16,7 +16,7 @@ def render(run: Run, runs: list[Run]) -> None:
         absent("An online simulation", run)
         return
     curves = table(run, "simulation")
-    seed = st.selectbox("seed", sorted(curves["seed"].unique())) if curves["seed"].nunique() > 1 else curves["seed"].iloc[0]
+    seed = choose("seed", curves["seed"])
     curves = curves[curves["seed"] == seed]
     shock = curves["shock_step"].dropna()
     for column, title in (("cum_regret", "cumulative expected regret"), ("rolling_ctr", "rolling CTR")):
