@@ -18,23 +18,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-from scipy import stats
 
 from pipeline.config import load_config
+from pipeline.report import t_interval
 from pipeline.runner import run_pipeline
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def t_interval(values: np.ndarray) -> tuple[float, float, float]:
-    """Mean and 95% Student-t interval of the mean."""
-    mean = float(np.mean(values))
-    if len(values) < 2:
-        return mean, float("nan"), float("nan")
-    half = float(stats.t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / np.sqrt(len(values)))
-    return mean, mean - half, mean + half
 
 
 def run(configs: list[str], seeds: list[int], overrides: list[str]) -> pd.DataFrame:

@@ -15,6 +15,8 @@ import pandas as pd
 import streamlit as st
 import yaml
 
+from pipeline.values import plain
+
 
 class RunDataError(Exception):
     """A file of a run directory is missing or cannot be read."""
@@ -86,15 +88,11 @@ def rows(run: Run, name: str, **equal) -> pd.DataFrame:
     path = run.file(f"{name}.parquet")
     if not path.is_file():
         raise RunDataError(f"{name}.parquet is not in run {run.name}")
-    filters = tuple((column, "==", _plain(value)) for column, value in equal.items())
+    filters = tuple((column, "==", plain(value)) for column, value in equal.items())
     try:
         return _read_rows(str(path), path.stat().st_mtime, filters)
     except Exception as error:
         raise RunDataError(f"{name}.parquet of run {run.name} cannot be read: {error}") from None
-
-
-def _plain(value):
-    return value.item() if hasattr(value, "item") else value
 
 
 def resolved_config(run: Run) -> str:

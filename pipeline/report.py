@@ -36,6 +36,18 @@ def leaderboard(metrics: pd.DataFrame, k: int) -> pd.DataFrame:
     return table
 
 
+def t_interval(values: np.ndarray) -> tuple[float, float, float]:
+    """Mean and 95% Student-t interval of the mean (NaN bounds below two values, NaN mean for none)."""
+    values = np.asarray(values, dtype=float)
+    if len(values) == 0:
+        return float("nan"), float("nan"), float("nan")
+    mean = float(values.mean())
+    if len(values) < 2:
+        return mean, float("nan"), float("nan")
+    half = float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
+    return mean, mean - half, mean + half
+
+
 def seed_summary(metrics: pd.DataFrame) -> pd.DataFrame:
     """Mean over seeds of each (policy, metric, k), with a 95% Student-t interval across seeds.
 
@@ -45,10 +57,7 @@ def seed_summary(metrics: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (policy, metric, k), group in per_seed.groupby(["policy", "metric", "k"], sort=False):
         values = group["value"].dropna().to_numpy()
-        mean = float(values.mean()) if len(values) else float("nan")
-        half = float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))) \
-            if len(values) > 1 else float("nan")
-        rows.append((policy, metric, k, len(values), mean, mean - half, mean + half))
+        rows.append((policy, metric, k, len(values), *t_interval(values)))
     return pd.DataFrame(rows, columns=["policy", "metric", "k", "n_seeds", "mean", "low", "high"])
 
 

@@ -27,6 +27,7 @@ from mab2rec import BanditRecommender
 
 from pipeline.neural.encoder import TwoTowerEncoder, pretrain_ranking, train_clicks
 from pipeline.neural.posterior import SAFEGUARDS, BayesianLinearHead
+from pipeline.values import plain
 
 DECISIONS = ("thompson", "ucb")
 WARM_STARTS = ("none", "bpr", "contrastive")
@@ -88,12 +89,12 @@ class NeuralLinearBandit:
     def __init__(self, arms: list, policy: NeuralLinear, item_features: pd.DataFrame | None, seed: int):
         self.policy = policy
         self.seed = seed
-        self.arms = [_plain(arm) for arm in arms]
+        self.arms = [plain(arm) for arm in arms]
         self._identity_features = item_features is None
         if item_features is None:  # no item table: each arm is its own one-hot "feature"
             item_features = pd.DataFrame(np.eye(len(self.arms)), columns=[f"arm_{i}" for i in range(len(self.arms))])
             item_features.insert(0, "item_id", self.arms)
-        self._features = {_plain(item): row for item, row in
+        self._features = {plain(item): row for item, row in
                           zip(item_features.iloc[:, 0], item_features.iloc[:, 1:].to_numpy(dtype=float))}
         self._feature_dim = item_features.shape[1] - 1
         self.encoder: TwoTowerEncoder | None = None
@@ -105,13 +106,13 @@ class NeuralLinearBandit:
 
     # ------------------------------------------------------------------------------------- arms
     def add_arm(self, arm, binarizer=None) -> None:
-        arm = _plain(arm)
+        arm = plain(arm)
         if arm not in self.arms:
             self._feature_of(arm)
             self.arms.append(arm)
 
     def remove_arm(self, arm) -> None:
-        self.arms.remove(_plain(arm))
+        self.arms.remove(plain(arm))
 
     def _feature_of(self, arm) -> np.ndarray:
         if arm in self._features:
@@ -140,7 +141,7 @@ class NeuralLinearBandit:
         if self.policy.warm_start != "none":
             clicked = rewards > 0
             arm_index = {arm: i for i, arm in enumerate(self.arms)}
-            positives = np.array([arm_index[_plain(d)] for d in np.asarray(decisions)[clicked]], dtype=int)
+            positives = np.array([arm_index[plain(d)] for d in np.asarray(decisions)[clicked]], dtype=int)
             self.counts["warm_start_clicks"] = int(clicked.sum())
             pretrain_ranking(self.encoder, contexts[clicked], positives, catalog, self.policy.warm_start,
                              self.policy.warm_start_epochs, self.policy.lr, self.policy.batch_size, self._torch_rng)
@@ -155,7 +156,7 @@ class NeuralLinearBandit:
     def _events(self, decisions, rewards, contexts):
         contexts = np.asarray(contexts, dtype=float)
         rewards = np.asarray(rewards, dtype=float)
-        items = self._arm_matrix([_plain(d) for d in np.asarray(decisions)])
+        items = self._arm_matrix([plain(d) for d in np.asarray(decisions)])
         if contexts.ndim != 2 or len(contexts) != len(rewards) or len(items) != len(rewards):
             raise ValueError(f"NeuralLinear needs one context row per decision; got {contexts.shape} contexts, "
                              f"{len(rewards)} rewards")
@@ -301,8 +302,3 @@ class NeuralLinearRecommender(BanditRecommender):
 
     def export(self, directory: Path) -> None:
         self.mab.export(directory)
-
-
-def _plain(value: Any) -> Any:
-    """NumPy scalars -> Python scalars, so ids compare, hash and serialise the same way everywhere."""
-    return value.item() if isinstance(value, np.generic) else value

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from pipeline.serving.policy import ServedPolicy
 from pipeline.serving.store import SQLiteStore, open_store
+from pipeline.values import plain
 
 MAX_BODY_BYTES = 64 * 1024
 REMEMBERED_REQUESTS = 100_000  # /recommend contexts kept for feedback that names only the request id
@@ -227,9 +228,7 @@ def create_app(run_dir: Path, policy: str, store: str | Path, batch_size: int = 
                 raise HTTPException(404, f"request_id {body.request_id!r} is unknown (or too old); send the context")
         else:
             context = body.context.model_dump()
-        item = served.arm(body.item_id)
-        feedback_id = service.add_feedback(context, item.item() if isinstance(item, np.generic) else item,
-                                           float(body.reward))
+        feedback_id = service.add_feedback(context, plain(served.arm(body.item_id)), float(body.reward))
         return {"feedback_id": feedback_id, "acknowledged": True}
 
     @app.get("/metrics", response_class=PlainTextResponse)

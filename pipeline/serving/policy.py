@@ -13,6 +13,7 @@ import pandas as pd
 from pipeline.errors import ConfigError
 from pipeline.runner import safe_name
 from pipeline.serving.fast import LinearScorer
+from pipeline.values import plain
 
 ITEM_COLUMNS = ("name", "category", "price")
 
@@ -43,21 +44,18 @@ class ServedPolicy:
         self.items = _item_table(run_dir, seed)
         self.arms = list(self.recommender.mab.arms)
         self._scorer = None
-        self._arm_set = {_key(arm) for arm in self.arms}
+        self._arm_by_key = {_key(arm): arm for arm in self.arms}
 
     @property
     def contextual(self) -> bool:
         return bool(self.recommender.mab.is_contextual)
 
     def knows(self, item: Any) -> bool:
-        return _key(item) in self._arm_set
+        return _key(item) in self._arm_by_key
 
     def arm(self, item: Any) -> Any:
         """The arm object equal to ``item`` (JSON may give "7" for the arm 7)."""
-        for arm in self.arms:
-            if _key(arm) == _key(item):
-                return arm
-        raise KeyError(item)
+        return self._arm_by_key[_key(item)]
 
     def _vectors(self, contexts: list[dict]) -> np.ndarray | list:
         if not self.contextual:
@@ -84,11 +82,11 @@ class ServedPolicy:
                 self.recommender.top_k = previous
         out = []
         for rank, (item, score) in enumerate(zip(items, scores)):
-            row = {"item_id": _plain(item), "score": float(score)}
+            row = {"item_id": plain(item), "score": float(score)}
             if bonus is not None:
                 row["exploration_bonus"] = float(bonus[rank])
             if self.items is not None and _key(item) in self.items.index:
-                row.update({c: _plain(v) for c, v in self.items.loc[_key(item)].items()})
+                row.update({c: plain(v) for c, v in self.items.loc[_key(item)].items()})
             out.append(row)
         return out
 
@@ -115,8 +113,4 @@ def _item_table(run_dir: Path, seed: int) -> pd.DataFrame | None:
 
 
 def _key(value: Any) -> str:
-    return str(_plain(value))
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
+    return str(plain(value))
