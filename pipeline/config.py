@@ -210,6 +210,12 @@ class EvaluationConfig(Strict):
     warm_start: bool = Field(False, description="Mab2Rec warm start of cold items from item features")
     warm_start_distance: float | None = Field(None, ge=0, le=1)
     batch_size: int = Field(100_000, ge=1, description="Mab2Rec batch size")
+    engine: Literal["fast", "mab2rec"] = Field(
+        "fast", description="fast: batched matrix scoring (same lists as Mab2Rec for deterministic policies, same "
+                            "distribution for sampling ones); mab2rec: Mab2Rec's own train/score, the reference")
+    oracle_events: int | None = Field(
+        50_000, ge=1, description="test events the Oracle (and true_regret) is computed on, a seeded random "
+                                  "sample when there are more; null: all")
     bootstrap_resamples: int = Field(200, ge=0, description="resamples for every metric's 95% interval; 0: none")
     beyond_accuracy: bool = Field(True, description="diversity, catalog coverage and novelty of the lists")
     diversity_sample: int = Field(1000, ge=2, description="contexts Jurity samples per diversity run")
@@ -250,6 +256,16 @@ class SimulationConfig(Strict):
         return self
 
 
+class ExecutorConfig(Strict):
+    """Where the grid of (seed x fold x policy) tasks runs; results are identical whichever is chosen."""
+
+    kind: Literal["local", "ray"] = Field("local", description="local: this machine's processes; ray: Ray tasks "
+                                                               "on the cluster RAY_ADDRESS names (local if unset)")
+    workers: int | None = Field(None, ge=1, description="local: parallel processes (null: CPU count, capped "
+                                                        "by the policies of a fold)")
+    threads_per_task: int = Field(1, ge=1, description="BLAS/PyTorch threads inside each task")
+
+
 class RunConfig(Strict):
     output_dir: Path = Path("runs")
     name: str | None = Field(None, description="run name prefix; null uses the config file's name")
@@ -265,6 +281,9 @@ class PipelineConfig(Strict):
     policies: dict[str, PolicyConfig] = Field(default_factory=_default_policies)
     evaluation: EvaluationConfig = EvaluationConfig()
     simulation: SimulationConfig = SimulationConfig()
+    executor: ExecutorConfig = ExecutorConfig()
+    cache_dir: Path | None = Field(Path("runs/.cache"), description="features cache keyed by data + feature "
+                                                                     "config; null: no cache")
 
     @field_validator("policies")
     @classmethod
@@ -275,6 +294,11 @@ class PipelineConfig(Strict):
         if reserved:
             raise ValueError(f"the policy name {reserved[0]!r} is reserved for the ground-truth row; choose another")
         return policies
+
+    @field_validator("executor", mode="before")
+    @classmethod
+    def _executor_shorthand(cls, value):
+        return {"kind": value} if isinstance(value, str) else value  # "executor: ray" means {kind: ray}
 
     @field_validator("seeds")
     @classmethod

@@ -23,12 +23,14 @@ import pandas as pd
 from jurity.recommenders import BinaryRecoMetrics, CombinedMetrics, RankingRecoMetrics
 from mab2rec import BanditRecommender
 from mab2rec.pipeline import score, train
+from mabwiser.mab import NeighborhoodPolicy
 
 from pipeline.config import EvaluationConfig
 from pipeline.data.dataset import CONTEXT_ID, EVENT_ID, ITEM_ID, RESPONSE, Dataset
 from pipeline.errors import ConfigError
 from pipeline.features import FoldFeatures
 from pipeline.policies import PolicySpec
+from pipeline.scoring import ScoringInput, recommend_all, scorer_for
 from pipeline.uncertainty import Bootstrap, replay_details
 
 SCORE = "score"  # Mab2Rec's name for the recommendation score, and the click column Jurity compares
@@ -85,7 +87,8 @@ def run_policy(spec: PolicySpec, features: FoldFeatures, item_vectors: pd.DataFr
 
     These are the steps of Mab2Rec's ``benchmark`` for one recommender (``train``, ``score``, Jurity's
     ``CombinedMetrics``) called one by one, so that the trained recommender stays available (for export and
-    diagnostics); a test checks the metrics equal ``benchmark``'s.
+    diagnostics); a test checks the metrics equal ``benchmark``'s.  With ``engine: fast`` (the default)
+    scoring goes through ``pipeline.scoring`` instead of Mab2Rec's ``score`` wherever a fast scorer exists.
     """
     columns = [CONTEXT_ID, ITEM_ID, RESPONSE]
     recommender = spec.build(top_k=config.top_k, seed=seed, item_features=item_vectors)
@@ -102,23 +105,31 @@ def run_policy(spec: PolicySpec, features: FoldFeatures, item_vectors: pd.DataFr
         response_col=RESPONSE,
         batch_size=config.batch_size,
     )
+    fast = config.engine == "fast"
+    if fast and isinstance(spec.neighborhood_policy, NeighborhoodPolicy.Clusters):
+        # MABWiser's Clusters refits KMeans and every cluster's policy on all rows seen so far at each
+        # partial_fit, so one fit on all rows gives the same model as Mab2Rec's batches, once instead of per batch.
+        common["batch_size"] = max(len(features.train), 1)
     train(recommender, features.train[columns], **common)
-    recommendations = score(recommender, features.test[columns], **common)
+    scorer = scorer_for(recommender) if fast and not config.warm_start else None
+    if scorer is not None:
+        inputs = ScoringInput.from_frames(features.test, features.contexts if recommender.mab.is_contextual else None)
+        recommendations = recommend_all(scorer, inputs, config.top_k, seed)
+    else:
+        recommendations = score(recommender, features.test[columns], **common)
     metrics = replay_metric_rows(recommendations, features, config, spec.name, fold, bootstrap)
     return PolicyRun(metrics, ranked(recommendations, spec.name, fold), recommender)
 
 
 def replay_metric_rows(recommendations: pd.DataFrame, features: FoldFeatures, config: EvaluationConfig, policy: str,
                        fold: int, bootstrap: Bootstrap) -> pd.DataFrame:
-    """Jurity's replay metrics of one policy's lists, with bootstrap intervals and support."""
-    metrics = replay_metrics(config)
+    """Jurity's replay metrics of one policy's lists (computed by ``replay_details``, tested equal to Jurity's
+    ``CombinedMetrics``), with bootstrap intervals and support."""
     actual = features.test[[CONTEXT_ID, ITEM_ID, RESPONSE]].rename(columns={RESPONSE: SCORE})
     predicted = recommendations[[CONTEXT_ID, ITEM_ID, SCORE]]
-    scores = CombinedMetrics(*[m.jurity for m in metrics]).get_score(actual, predicted)
-    values = pd.DataFrame([(policy, m.name, m.k, fold, float(scores[m.label])) for m in metrics],
-                          columns=["policy", "metric", "k", "fold", "value"])
-    details = replay_details(actual, predicted, [(m.name, m.k) for m in metrics], bootstrap)
-    return values.merge(details, on=["metric", "k"], how="left")[METRIC_COLUMNS]
+    details = replay_details(actual, predicted, [(name, k) for k in config.k_list for name in config.metrics],
+                             bootstrap)
+    return details.assign(policy=policy, fold=fold)[METRIC_COLUMNS]
 
 
 def ranked(recommendations: pd.DataFrame, policy: str, fold: int) -> pd.DataFrame:

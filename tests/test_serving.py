@@ -189,7 +189,7 @@ def test_fast_featurizer_equals_scikit_learn_with_rare_and_unknown_values():
 
 
 def test_fast_linucb_scores_equal_mabwiser_and_carry_the_bonus(client, run_dir):
-    from pipeline.serving.fast import LinearScorer
+    from pipeline.scoring import LinearScorer
 
     recommender = joblib.load(run_dir / "artifacts/seed_42/fold_0/LinUCB/recommender.joblib")
     featurizer = joblib.load(run_dir / "artifacts/seed_42/fold_0/context_featurizer.joblib")

@@ -57,7 +57,7 @@ def test_weighted_auc_matches_sklearn_on_repeated_rows():
     bootstrap = Bootstrap(contexts, 1, seed=0)
     weights = bootstrap.weights[0].astype(int)
     expected = roc_auc_score(np.repeat(clicks, weights), np.repeat(scores, weights))
-    bootstrap.weights = np.vstack([bootstrap.weights] * 40)  # 40 identical resamples: the interval is a point
+    bootstrap._weights = np.vstack([bootstrap.weights] * 40)  # 40 identical resamples: the interval is a point
     low, high = bootstrap.auc(clicks, scores, contexts)
     assert low == pytest.approx(expected) and high == pytest.approx(expected)
 

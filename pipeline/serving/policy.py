@@ -12,7 +12,7 @@ import pandas as pd
 
 from pipeline.errors import ConfigError
 from pipeline.runner import safe_name
-from pipeline.serving.fast import LinearScorer
+from pipeline.scoring import LinearScorer
 from pipeline.values import plain
 
 ITEM_COLUMNS = ("name", "category", "price")
@@ -67,13 +67,15 @@ class ServedPolicy:
         vector = self._vectors([context])
         bonus = None
         if self._scorer is None and self.contextual:
-            self._scorer = LinearScorer.from_recommender(self.recommender) or False
+            scorer = LinearScorer.from_recommender(self.recommender)
+            # sampling policies (LinTS, LinGreedy with epsilon > 0) keep MABWiser's own path
+            self._scorer = scorer if scorer is not None and scorer.is_deterministic else False
         if self._scorer:
             raw = self._scorer.scores(vector)[0]
             expectations = 1 / (1 + np.exp(-raw))  # Mab2Rec's recommend applies the same sigmoid
             order = np.flip(np.argsort(expectations)[-k:])  # and the same ordering
             items, scores = [self._scorer.arms[i] for i in order], expectations[order].tolist()
-            bonus = self._scorer.bonus(vector)[0][order] if self._scorer.inverses is not None else None
+            bonus = self._scorer.bonus(vector)[0][order] if self._scorer.kind == "ucb" else None
         else:
             previous, self.recommender.top_k = self.recommender.top_k, k
             try:
