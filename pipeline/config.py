@@ -214,7 +214,7 @@ class EvaluationConfig(Strict):
         "fast", description="fast: batched matrix scoring (same lists as Mab2Rec for deterministic policies, same "
                             "distribution for sampling ones); mab2rec: Mab2Rec's own train/score, the reference")
     oracle_events: int | None = Field(
-        50_000, ge=1, description="test events the Oracle (and true_regret) is computed on, a seeded random "
+        20_000, ge=1, description="test events the Oracle (and true_regret) is computed on, a seeded random "
                                   "sample when there are more; null: all")
     bootstrap_resamples: int = Field(200, ge=0, description="resamples for every metric's 95% interval; 0: none")
     beyond_accuracy: bool = Field(True, description="diversity, catalog coverage and novelty of the lists")
@@ -261,14 +261,18 @@ class ExecutorConfig(Strict):
 
     kind: Literal["local", "ray"] = Field("local", description="local: this machine's processes; ray: Ray tasks "
                                                                "on the cluster RAY_ADDRESS names (local if unset)")
-    workers: int | None = Field(None, ge=1, description="local: parallel processes (null: CPU count, capped "
-                                                        "by the policies of a fold)")
-    threads_per_task: int = Field(1, ge=1, description="BLAS/PyTorch threads inside each task")
+    workers: int | None = Field(None, ge=1, description="local: parallel processes (null: one per CPU core for "
+                                                        "folds of 100k+ events, else in-process)")
+    threads_per_task: int | None = Field(None, ge=1, description="BLAS/PyTorch threads inside each task (null: "
+                                                                  "the cores shared among the workers); set it "
+                                                                  "for bit-identical results across machines")
 
 
 class RunConfig(Strict):
     output_dir: Path = Path("runs")
     name: str | None = Field(None, description="run name prefix; null uses the config file's name")
+    cache: bool = Field(True, description="reuse context features from OUTPUT_DIR/.cache when the data, split "
+                                          "and feature config are the same as in an earlier run")
 
 
 class PipelineConfig(Strict):
@@ -282,8 +286,6 @@ class PipelineConfig(Strict):
     evaluation: EvaluationConfig = EvaluationConfig()
     simulation: SimulationConfig = SimulationConfig()
     executor: ExecutorConfig = ExecutorConfig()
-    cache_dir: Path | None = Field(Path("runs/.cache"), description="features cache keyed by data + feature "
-                                                                     "config; null: no cache")
 
     @field_validator("policies")
     @classmethod

@@ -16,7 +16,7 @@ The ``Oracle`` row recommends, for every test event, the items with the highest 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -143,24 +143,39 @@ def ranked(recommendations: pd.DataFrame, policy: str, fold: int) -> pd.DataFram
 
 # ------------------------------------------------------------------------------------ ground truth
 class GroundTruth:
-    """The click model's probabilities for one fold's test events, and the scores derived from them."""
+    """The click model's view of one fold's test events, and the scores derived from it.
 
-    def __init__(self, dataset: Dataset, features: FoldFeatures, k_values: list[int]):
-        model = dataset.click_model
+    A policy's ``true_ctr`` and ``true_hit_rate`` need only the probabilities of the items it listed (one
+    click-model call per listed pair); the Oracle needs every item for every event, so it is computed on
+    at most ``oracle_events`` test events (a seeded random sample beyond that: 1,000 items x 200k events
+    would be 200M click-model calls), and ``true_regret`` on the same events.  ``support`` says how many.
+    """
+
+    def __init__(self, dataset: Dataset, features: FoldFeatures, k_values: list[int], top_k: int,
+                 oracle_events: int | None = None, seed: int = 0):
+        self.model = dataset.click_model
         self.events = features.test[EVENT_ID].to_numpy()
-        self.item_ids = model.item_ids
-        self.probabilities = model.probabilities(dataset.interactions.set_index(EVENT_ID).loc[self.events].reset_index())
+        self.event_table = dataset.interactions.set_index(EVENT_ID).loc[self.events].reset_index()
+        self.item_ids = self.model.item_ids
         self.k_values = sorted(set([1, *k_values]))
-        self.oracle_ctr: dict[int, np.ndarray] = {}
+        n = len(self.events)
+        self.oracle_rows = np.arange(n)
+        if oracle_events is not None and n > oracle_events:
+            self.oracle_rows = np.sort(np.random.default_rng([seed, 11]).choice(n, oracle_events, replace=False))
+        self.best, self.best_probabilities = self.model.best_items(self.event_table.iloc[self.oracle_rows], top_k)
+        self.oracle_ctr = {k: self.best_probabilities[:, :k].mean(axis=1) for k in self.k_values}  # per sampled event
 
-    def oracle(self, top_k: int, fold: int) -> pd.DataFrame:
+    @property
+    def oracle_events(self) -> np.ndarray:
+        return self.events[self.oracle_rows]
+
+    def oracle(self, fold: int) -> pd.DataFrame:
         """The Oracle's recommendations: the items with the highest true probability, best first."""
-        top = np.argsort(-self.probabilities, axis=1, kind="stable")[:, :top_k]
-        best = np.take_along_axis(self.probabilities, top, axis=1)
-        self.oracle_ctr = {k: best[:, :k].mean(axis=1) for k in self.k_values}  # per test event
+        width = self.best.shape[1]
         return pd.DataFrame({
-            "fold": fold, "policy": ORACLE, "rank": np.tile(np.arange(top_k), len(self.events)),
-            CONTEXT_ID: np.repeat(self.events, top_k), ITEM_ID: self.item_ids[top.ravel()], SCORE: best.ravel(),
+            "fold": fold, "policy": ORACLE, "rank": np.tile(np.arange(width), len(self.oracle_rows)),
+            CONTEXT_ID: np.repeat(self.oracle_events, width), ITEM_ID: self.item_ids[self.best.ravel()],
+            SCORE: self.best_probabilities.ravel(),
         })
 
     def metric_rows(self, recommendations: pd.DataFrame, policy: str, fold: int, bootstrap: Bootstrap) -> pd.DataFrame:
@@ -170,20 +185,25 @@ class GroundTruth:
         probs = np.zeros((len(self.events), width))  # a slot a policy left empty earns nothing
         shown = recommendations[recommendations["rank"] < width]
         rows = row_of_event.loc[shown[CONTEXT_ID].to_numpy()].to_numpy()
-        columns = np.searchsorted(self.item_ids, shown[ITEM_ID].to_numpy())
-        probs[rows, shown["rank"].to_numpy()] = self.probabilities[rows, columns]
+        columns = self.model.item_positions(shown[ITEM_ID].to_numpy())
+        probs[rows, shown["rank"].to_numpy()] = self.model.pair_probabilities(self.event_table, rows, columns)
+        # The Oracle's own lists exist for the sampled events only; a policy is scored on every test event.
+        rows = self.oracle_rows if policy == ORACLE else slice(None)
+        probs, events = probs[rows], self.events[rows]
         out = []
         for k in self.k_values:
             ctr = probs[:, :k].mean(axis=1)
-            per_event = {"true_ctr": ctr, "true_hit_rate": 1 - np.prod(1 - probs[:, :k], axis=1),
-                         "true_regret": self.oracle_ctr[k] - ctr}
-            for name, values in per_event.items():
-                out.append((policy, name, k, fold, float(values.mean()), *bootstrap.mean(values, self.events),
-                            len(values)))
+            per_event = {"true_ctr": (ctr, events), "true_hit_rate": (1 - np.prod(1 - probs[:, :k], axis=1), events),
+                         "true_regret": (self.oracle_ctr[k] - ctr[self.oracle_rows] if policy != ORACLE
+                                         else self.oracle_ctr[k] - ctr, self.oracle_events)}
+            for name, (values, on) in per_event.items():
+                out.append((policy, name, k, fold, float(values.mean()), *bootstrap.mean(values, on), len(values)))
         return pd.DataFrame(out, columns=METRIC_COLUMNS)
 
 
 def oracle_replay_rows(oracle: pd.DataFrame, features: FoldFeatures, config: EvaluationConfig, fold: int,
                        bootstrap: Bootstrap) -> pd.DataFrame:
-    """Jurity's replay metrics for the Oracle's lists, to show the ceiling the replay metrics can reach."""
-    return replay_metric_rows(oracle, features, config, ORACLE, fold, bootstrap)
+    """Jurity's replay metrics for the Oracle's lists (on the events it was computed for), to show the ceiling
+    the replay metrics can reach."""
+    listed = features.test[features.test[CONTEXT_ID].isin(oracle[CONTEXT_ID].unique())]
+    return replay_metric_rows(oracle, replace(features, test=listed), config, ORACLE, fold, bootstrap)

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from sklearn.decomposition import PCA
 from tqdm.auto import tqdm
 
@@ -23,9 +25,10 @@ from pipeline.config import PipelineConfig
 from pipeline.data import load_dataset
 from pipeline.beyond_accuracy import beyond_accuracy_rows
 from pipeline.data.dataset import CONTEXT_ID, ITEM_ID, PROPENSITY
-from pipeline.evaluation import GroundTruth, check_inputs, oracle_replay_rows, run_policy
-from pipeline.features import build_fold_features, item_featurizer, item_vectors
-from pipeline.offpolicy import RewardModel, off_policy_rows, summarise_against_truth
+from pipeline.evaluation import ORACLE, GroundTruth, check_inputs, oracle_replay_rows
+from pipeline.executor import FoldContext, make_executor
+from pipeline.features import fold_features, item_featurizer, item_vectors
+from pipeline.offpolicy import RewardModel, summarise_against_truth
 from pipeline.report import leaderboard, seed_summary
 from pipeline.rundir import RunDirectory
 from pipeline.simulation import simulate
@@ -55,7 +58,7 @@ class _Tables:
     """Rows gathered over seeds, folds and policies, written once at the end."""
 
     metrics: list = field(default_factory=list)
-    recommendations: list = field(default_factory=list)
+    recommendations: "RecommendationsFile | None" = None
     off_policy: list = field(default_factory=list)
     diagnostics: list = field(default_factory=list)
     simulation: list = field(default_factory=list)
@@ -75,8 +78,14 @@ def run_pipeline(config: PipelineConfig, progress: bool = True) -> RunOutcome:
     tables = _Tables()
     with RunDirectory(config.run.output_dir, config.run.name or "run") as run_dir:
         bar = tqdm(total=len(seeds) * n_folds * len(policies), desc="policies", unit="policy", disable=not progress)
-        for seed in seeds:
-            _run_seed(config.model_copy(update={"seed": seed}), policies, run_dir, timer, bar, tables)
+        tables.recommendations = RecommendationsFile(run_dir.file("recommendations.parquet"),
+                                                     config.evaluation.leaderboard_k)
+        executor = make_executor(config.executor, max_tasks=len(policies))
+        try:
+            for seed in seeds:
+                _run_seed(config.model_copy(update={"seed": seed}), policies, run_dir, timer, bar, tables, executor)
+        finally:
+            executor.close()
         bar.close()
 
         with timer.stage("write"):
@@ -108,12 +117,7 @@ def _write_tables(run_dir: RunDirectory, tables: _Tables, config: PipelineConfig
     run_dir.write_table("leaderboard", table.reset_index())
     if len(config.seed_list) > 1:
         run_dir.write_table("seed_summary", seed_summary(metrics))
-    recommendations = _with_seed_first(pd.concat(tables.recommendations, ignore_index=True))
-    # Sorted by context and in small row groups, so a reader filtering on one context skips the rest of the file.
-    recommendations = recommendations.sort_values(["seed", "fold", "context_id", "policy", "rank"], kind="stable")
-    run_dir.write_table("recommendations", recommendations.reset_index(drop=True), csv=False, row_group_size=50_000)
-    run_dir.write_table("test_contexts", recommendations[["seed", "fold", "context_id"]].drop_duplicates(), csv=False)
-    run_dir.write_table("item_exposure", item_exposure(recommendations, config.evaluation.leaderboard_k), csv=False)
+    tables.recommendations.close(run_dir)
     summary = None
     if tables.off_policy:
         estimates = _with_seed_first(pd.concat(tables.off_policy, ignore_index=True))
@@ -134,7 +138,8 @@ def _write_tables(run_dir: RunDirectory, tables: _Tables, config: PipelineConfig
     return metrics, table, summary, simulation
 
 
-def _run_seed(config: PipelineConfig, policies, run_dir: RunDirectory, timer: StageTimer, bar, tables: _Tables) -> None:
+def _run_seed(config: PipelineConfig, policies, run_dir: RunDirectory, timer: StageTimer, bar, tables: _Tables,
+              executor) -> None:
     seed = config.seed
     with timer.stage("data"):
         dataset = load_dataset(config)
@@ -166,51 +171,48 @@ def _run_seed(config: PipelineConfig, policies, run_dir: RunDirectory, timer: St
 
     for fold in folds:
         with timer.stage("context_features"):
-            features = build_fold_features(dataset, fold, config.features)
+            features = fold_features(dataset, fold, config)
         check_inputs(policies, features, vectors, config.evaluation, dataset)
         tables.folds.append({"seed": seed, "fold": fold.index, "n_train": len(features.train),
                              "n_test": len(features.test), "n_test_contexts": int(features.test["context_id"].nunique())})
         if features.context_featurizer is not None:
             run_dir.write_pickle(f"{prefix}/fold_{fold.index}/context_featurizer.joblib", features.context_featurizer)
-        bootstrap = Bootstrap(features.test[CONTEXT_ID].to_numpy(), config.evaluation.bootstrap_resamples, seed)
-        truth = None
+        fold_lists = []  # this fold's ranked lists, written when the fold is done
+        context = FoldContext(seed, fold.index, features, vectors, config.evaluation,
+                              Bootstrap(features.test[CONTEXT_ID].to_numpy(), config.evaluation.bootstrap_resamples,
+                                        seed), dataset.n_items)
         if use_truth:
             with timer.stage("ground_truth"):
-                truth = GroundTruth(dataset, features, config.evaluation.k_list)
-                oracle = truth.oracle(config.evaluation.top_k, fold.index)
-                tables.recommendations.append(oracle.assign(seed=seed))
-                replay = oracle_replay_rows(oracle, features, config.evaluation, fold.index, bootstrap)
-                tables.metrics += [replay.assign(seed=seed),
-                                   truth.metric_rows(oracle, "Oracle", fold.index, bootstrap).assign(seed=seed)]
+                context.truth = GroundTruth(dataset, features, config.evaluation.k_list, config.evaluation.top_k,
+                                            config.evaluation.oracle_events, seed)
+                oracle = context.truth.oracle(fold.index)
+                fold_lists = [oracle]
+                oracle_rows = [oracle_replay_rows(oracle, features, config.evaluation, fold.index, context.bootstrap),
+                               context.truth.metric_rows(oracle, ORACLE, fold.index, context.bootstrap)]
                 if config.evaluation.beyond_accuracy:
-                    tables.metrics.append(_beyond(oracle, "Oracle", features, dataset, vectors, config,
-                                                  fold.index).assign(seed=seed))
-        reward_model = None
+                    oracle_rows.append(beyond_accuracy_rows(
+                        oracle, features.train[ITEM_ID], dataset.n_items, vectors, config.evaluation.k_list,
+                        config.evaluation.diversity_sample, seed, ORACLE, fold.index))
+                tables.metrics += [frame.assign(seed=seed) for frame in oracle_rows]
         if use_off_policy:
             with timer.stage("off_policy"):
-                reward_model = RewardModel(config.evaluation.off_policy.reward_model, seed).fit(features)
-                propensity = dataset.interactions[PROPENSITY].to_numpy()[fold.test_rows]
-        for spec in policies:
-            bar.set_postfix_str(f"seed {seed} fold {fold.index} {spec.name}")
-            with timer.stage(f"policy:{spec.name}"):
-                result = run_policy(spec, features, vectors, fold.index, config.evaluation, seed, bootstrap)
-            tables.metrics.append(result.metrics.assign(seed=seed))
-            tables.recommendations.append(result.recommendations.assign(seed=seed))
-            _keep_model_outputs(result.recommender, spec.name, seed, fold.index, run_dir, tables.diagnostics)
-            if config.evaluation.beyond_accuracy:
-                with timer.stage("beyond_accuracy"):
-                    tables.metrics.append(_beyond(result.recommendations, spec.name, features, dataset, vectors,
-                                                  config, fold.index).assign(seed=seed))
-            if truth is not None:
-                with timer.stage("ground_truth"):
-                    true_rows = truth.metric_rows(result.recommendations, spec.name, fold.index, bootstrap)
-                    tables.metrics.append(true_rows.assign(seed=seed))
-            if reward_model is not None:
-                with timer.stage("off_policy"):
-                    estimates = off_policy_rows(result.recommendations, features, propensity, reward_model,
-                                                spec.name, fold.index)
-                    tables.off_policy.append(estimates.assign(seed=seed))
+                context.reward_model = RewardModel(config.evaluation.off_policy.reward_model, seed).fit(features)
+                context.propensity = dataset.interactions[PROPENSITY].to_numpy()[fold.test_rows]
+        started = time.perf_counter()
+        for outcome in executor.map(context, policies):
+            tables.metrics += [frame.assign(seed=seed) for frame in outcome.metrics]
+            fold_lists.append(outcome.recommendations)
+            if outcome.off_policy is not None:
+                tables.off_policy.append(outcome.off_policy.assign(seed=seed))
+            _keep_model_outputs(outcome.recommender, outcome.policy, seed, fold.index, run_dir, tables.diagnostics)
+            for stage, seconds in outcome.seconds.items():
+                timer.add(stage, seconds)
+            bar.set_postfix_str(f"seed {seed} fold {fold.index} {outcome.policy}")
             bar.update()
+        timer.add("policies_wall", time.perf_counter() - started)
+        with timer.stage("write"):
+            tables.recommendations.add_fold(fold_lists, seed)
+        del fold_lists
 
     if config.simulation.enabled:
         log.info("seed %d: simulating %d online steps", seed, config.simulation.steps)
@@ -218,11 +220,6 @@ def _run_seed(config: PipelineConfig, policies, run_dir: RunDirectory, timer: St
             curves, summary = simulate(config, dataset, vectors, policies, seed)
         tables.simulation.append(curves.assign(seed=seed))
         tables.simulation_summary.append(summary.assign(seed=seed))
-
-
-def _beyond(recommendations, policy, features, dataset, vectors, config: PipelineConfig, fold: int) -> pd.DataFrame:
-    return beyond_accuracy_rows(recommendations, features.train[ITEM_ID], dataset.n_items, vectors,
-                                config.evaluation.k_list, config.evaluation.diversity_sample, config.seed, policy, fold)
 
 
 def item_map(vectors: pd.DataFrame, items: pd.DataFrame, seed: int) -> pd.DataFrame:
@@ -235,6 +232,45 @@ def item_map(vectors: pd.DataFrame, items: pd.DataFrame, seed: int) -> pd.DataFr
     frame = pd.DataFrame({ITEM_ID: vectors[ITEM_ID].to_numpy(), "x": coordinates[:, 0],
                           "y": coordinates[:, 1] if n_components > 1 else 0.0})
     return frame.merge(items, on=ITEM_ID, how="left")
+
+
+class RecommendationsFile:
+    """``recommendations.parquet``, written one fold at a time, plus the two small tables derived from it.
+
+    Within a fold, rows are sorted by context, policy and rank and written in row groups of 50k, so a reader
+    filtering on one context skips the rest of the file; only one fold's lists are ever in memory (all
+    folds at once were the peak memory of a 1M-event run).
+    """
+
+    def __init__(self, path: Path, exposure_k: int):
+        self.path, self.exposure_k = path, exposure_k
+        self._writer = None
+        self._exposure: list[pd.DataFrame] = []
+        self._contexts: list[pd.DataFrame] = []
+
+    def add_fold(self, frames: list[pd.DataFrame], seed: int) -> None:
+        frame = pd.concat(frames, ignore_index=True)
+        frame.insert(0, "seed", seed)
+        frame["rank"] = frame["rank"].astype(np.int16)
+        frame["fold"] = frame["fold"].astype(np.int16)
+        policy_order = pd.factorize(frame["policy"], sort=True)[0]
+        context_order = pd.factorize(frame[CONTEXT_ID], sort=True)[0]
+        frame = frame.take(np.lexsort((frame["rank"].to_numpy(), policy_order, context_order))).reset_index(drop=True)
+        del policy_order, context_order
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self.path, table.schema)
+        self._writer.write_table(table, row_group_size=50_000)
+        self._exposure.append(item_exposure(frame, self.exposure_k))
+        self._contexts.append(frame[["seed", "fold", CONTEXT_ID]].drop_duplicates())
+
+    def close(self, run_dir: RunDirectory) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        exposure = pd.concat(self._exposure, ignore_index=True)
+        exposure = exposure.groupby(["seed", "policy", "k", ITEM_ID], sort=False)["shown"].sum().reset_index()
+        run_dir.write_table("item_exposure", exposure, csv=False)
+        run_dir.write_table("test_contexts", pd.concat(self._contexts, ignore_index=True), csv=False)
 
 
 def item_exposure(recommendations: pd.DataFrame, k: int) -> pd.DataFrame:

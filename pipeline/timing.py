@@ -18,3 +18,7 @@ class StageTimer:
             yield
         finally:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+    def add(self, name: str, seconds: float) -> None:
+        """Time measured elsewhere (a task in a worker process); parallel tasks add up to more than wall time."""
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds

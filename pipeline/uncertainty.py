@@ -41,10 +41,14 @@ class Bootstrap:
 
     @property
     def weights(self) -> np.ndarray:
-        """(resamples, contexts) Poisson(1) weights, drawn on first use (so the object pickles small)."""
+        """(resamples, contexts) Poisson(1) weights, drawn on first use (so the object pickles small).
+
+        Stored and multiplied in float32: the weights are small integers (exact), and 200 x 200k contexts is
+        160 MB instead of 320 MB; sums over contexts lose about 1e-6 relative, far below the resampling noise.
+        """
         if self._weights is None:
             rng = np.random.default_rng([self.seed, 3])
-            self._weights = rng.poisson(1.0, size=(self.resamples, len(self.index))).astype(float)
+            self._weights = rng.poisson(1.0, size=(self.resamples, len(self.index))).astype(np.float32)
         return self._weights
 
     def __getstate__(self) -> dict:
@@ -70,7 +74,8 @@ class Bootstrap:
             return np.nan, np.nan
         weights = self._columns(contexts)
         with np.errstate(invalid="ignore", divide="ignore"):
-            estimates = (weights @ np.asarray(numerators, float)) / (weights @ np.asarray(denominators, float))
+            estimates = ((weights @ np.asarray(numerators, np.float32)).astype(float)
+                         / (weights @ np.asarray(denominators, np.float32)))
         return _percentiles(estimates)
 
     def auc(self, clicks: np.ndarray, scores: np.ndarray, contexts) -> tuple[float, float]:
@@ -78,7 +83,7 @@ class Bootstrap:
         if not self.enabled or len(clicks) == 0:
             return np.nan, np.nan
         order = np.argsort(scores, kind="stable")
-        clicks, scores = np.asarray(clicks, float)[order], np.asarray(scores)[order]
+        clicks, scores = np.asarray(clicks, np.float32)[order], np.asarray(scores)[order]
         weights = self._columns(np.asarray(contexts)[order])
         starts = np.flatnonzero(np.r_[True, scores[1:] != scores[:-1]])  # groups of tied scores
         positives = np.add.reduceat(weights * clicks, starts, axis=1)

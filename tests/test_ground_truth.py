@@ -17,12 +17,12 @@ def fold_truth():
     shop = generate(SyntheticConfig(n_users=100, n_items=25, n_events=1000), seed=2)
     fold = make_folds(shop, "temporal", SplitConfig(), seed=2)[0]
     features = build_fold_features(shop, fold, FeaturesConfig())
-    return shop, features, GroundTruth(shop, features, [1, 2, 4]), Bootstrap(features.test["context_id"], 100, 0)
+    return shop, features, GroundTruth(shop, features, [1, 2, 4], top_k=4), Bootstrap(features.test["context_id"], 100, 0)
 
 
 def test_oracle_takes_the_best_items_and_has_zero_regret(fold_truth):
     shop, features, truth, bootstrap = fold_truth
-    oracle = truth.oracle(top_k=4, fold=0)
+    oracle = truth.oracle(fold=0)
     events = shop.interactions.iloc[features.test["event_id"]]
     probabilities = shop.click_model.probabilities(events)
     np.testing.assert_allclose(oracle.groupby("context_id", sort=False)["score"].first(), probabilities.max(axis=1))
@@ -33,7 +33,7 @@ def test_oracle_takes_the_best_items_and_has_zero_regret(fold_truth):
 
 def test_policy_scores_match_a_direct_computation(fold_truth):
     shop, features, truth, bootstrap = fold_truth
-    truth.oracle(top_k=4, fold=0)
+    truth.oracle(fold=0)
     rng = np.random.default_rng(0)
     events = features.test["event_id"].to_numpy()
     lists = np.array([rng.choice(shop.items["item_id"], 4, replace=False) for _ in events])
@@ -54,10 +54,24 @@ def test_policy_scores_match_a_direct_computation(fold_truth):
 
 def test_missing_slots_earn_nothing(fold_truth):
     shop, features, truth, bootstrap = fold_truth
-    truth.oracle(top_k=4, fold=0)
+    truth.oracle(fold=0)
     event = features.test["event_id"].iloc[0]
     recs = pd.DataFrame({"rank": [0], "context_id": [event], "item_id": [1], "score": [1.0]})
     rows = truth.metric_rows(recs, "Sparse", 0, bootstrap).set_index(["metric", "k"])["value"]
     only = shop.click_model.probability_of(shop.interactions.iloc[[event]], np.array([1]))[0]
     assert rows[("true_ctr", 1)] == pytest.approx(only / len(features.test))  # every other list is empty
     assert rows[("true_ctr", 4)] == pytest.approx(only / len(features.test) / 4)
+
+
+def test_oracle_on_a_sample_of_events_bounds_its_cost_and_says_so(fold_truth):
+    shop, features, full, bootstrap = fold_truth
+    sampled = GroundTruth(shop, features, [1, 2, 4], top_k=4, oracle_events=50, seed=3)
+    assert len(sampled.oracle(fold=0)) == 50 * 4
+    oracle = sampled.metric_rows(sampled.oracle(fold=0), "Oracle", 0, bootstrap).set_index(["metric", "k"])
+    assert (oracle["support"] == 50).all() and (oracle.loc["true_regret", "value"] == 0).all()
+    assert oracle.loc[("true_ctr", 2), "value"] == pytest.approx(sampled.oracle_ctr[2].mean())
+    policy = sampled.metric_rows(full.oracle(fold=0), "AnyPolicy", 0, bootstrap).set_index(["metric", "k"])
+    assert policy.loc[("true_ctr", 1), "support"] == len(features.test)  # a policy's truth stays on every event
+    assert policy.loc[("true_regret", 1), "support"] == 50
+    events = np.isin(full.events, sampled.oracle_events)
+    np.testing.assert_allclose(sampled.oracle_ctr[2], full.oracle_ctr[2][events])

@@ -131,9 +131,17 @@ def test_saved_featurizers_featurize_a_new_context_the_same_way(tiny_run):
     np.testing.assert_allclose(items.transform(catalog), saved_vectors.drop(columns="item_id").to_numpy())
 
 
-def test_byo_run_equals_mab2rec_benchmark_called_directly(byo_config, sample_files):
-    """Our pipeline on BYO data = Mab2Rec's benchmark on the same split, features, parameters and seed."""
-    config = load_config(byo_config())
+DETERMINISTIC = {"LinUCB": {"learning_policy": "LinUCB", "params": {"alpha": 1.0}},
+                 "LinGreedy": {"learning_policy": "LinGreedy", "params": {"epsilon": 0.0}}}
+
+
+@pytest.mark.parametrize("engine", ["mab2rec", "fast"])
+def test_byo_run_equals_mab2rec_benchmark_called_directly(byo_config, sample_files, engine):
+    """Our pipeline on BYO data = Mab2Rec's benchmark on the same split, features, parameters and seed: every
+    policy with Mab2Rec's own scoring, the deterministic ones with our fast engine (sampling ones: see
+    tests/test_scoring.py)."""
+    changes = {"evaluation__engine": engine} if engine == "mab2rec" else {"policies": DETERMINISTIC}
+    config = load_config(byo_config(**changes))
     outcome = run_pipeline(config, progress=False)
 
     # The same temporal split, built here from the raw file: the latest 25% of events are the test set.
@@ -149,6 +157,9 @@ def test_byo_run_equals_mab2rec_benchmark_called_directly(byo_config, sample_fil
     user_features = pd.concat([users[["user_id"]], pd.DataFrame(featurizer.transform(users),
                                                                 columns=featurizer.feature_names_)], axis=1)
     recommenders = {
+        "LinGreedy": BanditRecommender(LearningPolicy.LinGreedy(epsilon=0.0), top_k=5, seed=7),
+        "LinUCB": BanditRecommender(LearningPolicy.LinUCB(alpha=1.0), top_k=5, seed=7),
+    } if engine == "fast" else {
         "Random": BanditRecommender(LearningPolicy.Random(), top_k=5, seed=7),
         "Popularity": BanditRecommender(LearningPolicy.Popularity(), top_k=5, seed=7),
         "LinGreedy": BanditRecommender(LearningPolicy.LinGreedy(epsilon=0.1), top_k=5, seed=7),
@@ -175,7 +186,7 @@ def test_byo_run_equals_mab2rec_benchmark_called_directly(byo_config, sample_fil
         else:
             assert row.value == pytest.approx(expected, abs=1e-12), (row.policy, row.metric, row.k)
         compared += 1
-    assert compared == 6 * 6 * 3
+    assert compared == len(recommenders) * 6 * 3
 
 
 def test_kfold_split_keeps_each_user_on_one_side(byo_config):
@@ -218,7 +229,7 @@ def test_event_context_and_time_flags_make_events_the_contexts(byo_config, sampl
 
 
 def test_a_failure_mid_run_leaves_no_run_directory(tiny_config, monkeypatch, tmp_path):
-    import pipeline.runner
+    import pipeline.executor
 
     calls = []
 
@@ -228,11 +239,11 @@ def test_a_failure_mid_run_leaves_no_run_directory(tiny_config, monkeypatch, tmp
             raise RuntimeError("simulated crash")
         return real(*args, **kwargs)
 
-    real = pipeline.runner.run_policy
-    monkeypatch.setattr(pipeline.runner, "run_policy", fail_on_third_policy)
+    real = pipeline.executor.run_policy
+    monkeypatch.setattr(pipeline.executor, "run_policy", fail_on_third_policy)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_pipeline(load_config(tiny_config), progress=False)
-    assert list((tmp_path / "runs").iterdir()) == []
+    assert [p for p in (tmp_path / "runs").iterdir() if p.name != ".cache"] == []
 
 
 def test_warm_start_of_cold_items_uses_the_item_vectors(byo_config, sample_files):

@@ -225,6 +225,27 @@ class ClickModel:
             out[start:start + len(rows)] = _sigmoid(self._logits(ev, rows, items))
         return out
 
+    def best_items(self, events: pd.DataFrame, k: int, chunk_size: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` items of highest click probability per event (positions in ``item_ids``, best first) and
+        their probabilities, without holding the events x items matrix (1.6 GB at 200k x 1,000)."""
+        k = min(k, len(self.item_ids))
+        positions, values = np.empty((len(events), k), dtype=np.int64), np.empty((len(events), k))
+        for start in range(0, len(events), chunk_size):
+            part = self.probabilities(events.iloc[start:start + chunk_size])
+            top = np.argsort(-part, axis=1, kind="stable")[:, :k]
+            positions[start:start + len(part)], values[start:start + len(part)] = top, np.take_along_axis(part, top, 1)
+        return positions, values
+
+    def pair_probabilities(self, events: pd.DataFrame, rows: np.ndarray, items: np.ndarray,
+                           chunk_size: int = 250_000) -> np.ndarray:
+        """Click probability of item position ``items[j]`` for event row ``rows[j]`` (many pairs, bounded memory)."""
+        ev = self.event_arrays(events)
+        out = np.empty(len(rows))
+        for start in range(0, len(rows), chunk_size):
+            part = slice(start, start + chunk_size)
+            out[part] = _sigmoid(self._logits(ev, rows[part], items[part]))
+        return out
+
     def probability_of(self, events: pd.DataFrame, item_ids: np.ndarray) -> np.ndarray:
         """Click probability of one given item per event (the logged item, say)."""
         ev = self.event_arrays(events)

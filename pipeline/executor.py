@@ -1,0 +1,204 @@
+"""Where the grid runs: one task per (seed, fold, policy), on local processes or on a Ray cluster.
+
+A task (``evaluate_policy``) trains one policy on one fold, scores it and measures it (replay metrics,
+ground truth, beyond-accuracy, off-policy); everything it needs is in a ``FoldContext`` built once per fold by
+the runner, and everything it returns is plain data the runner writes.  The same function runs under
+every executor, with the BLAS/PyTorch thread count ``executor.threads_per_task`` (by default the cores
+shared among the workers), so with that set results do not depend on where a task ran: a test checks local
+processes and Ray against the in-process run.
+
+- ``local`` with one worker runs tasks in this process; with more, in a pool of spawned processes (spawn,
+  not fork: PyTorch's OpenMP threads do not survive a fork), created once per run.  ``workers: null`` uses
+  one per core, but runs folds under 100k events in this process (starting a pool costs about 3 s).  The fold context goes
+  to the workers through a temporary file that each worker loads once.
+- ``ray`` submits the tasks to the cluster ``RAY_ADDRESS`` names, or to a local Ray instance it starts;
+  the fold context is put in Ray's object store once per fold.  Ray is an optional install
+  (``requirements-ray.txt``).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Iterator
+
+import joblib
+import pandas as pd
+
+from pipeline.config import EvaluationConfig, ExecutorConfig
+from pipeline.errors import ConfigError
+from pipeline.evaluation import GroundTruth, run_policy
+from pipeline.features import FoldFeatures
+from pipeline.offpolicy import RewardModel, off_policy_rows
+from pipeline.policies import PolicySpec
+from pipeline.uncertainty import Bootstrap
+from pipeline.beyond_accuracy import beyond_accuracy_rows
+from pipeline.data.dataset import ITEM_ID
+
+
+AUTO_PARALLEL_EVENTS = 100_000  # with workers: null, smaller folds run in this process
+
+
+@dataclass
+class FoldContext:
+    """Everything a policy task needs about one (seed, fold)."""
+
+    seed: int
+    fold: int
+    features: FoldFeatures
+    item_vectors: pd.DataFrame | None
+    evaluation: EvaluationConfig
+    bootstrap: Bootstrap
+    n_items: int
+    truth: GroundTruth | None = None
+    reward_model: RewardModel | None = None
+    propensity: object = None  # logged propensities of the test rows (off-policy), or None
+
+
+@dataclass
+class PolicyOutcome:
+    """What one task returns: metric rows, ranked lists, off-policy rows, the trained recommender, timings."""
+
+    policy: str
+    metrics: list[pd.DataFrame]
+    recommendations: pd.DataFrame
+    recommender: object
+    off_policy: pd.DataFrame | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def evaluate_policy(context: FoldContext, spec: PolicySpec, threads: int) -> PolicyOutcome:
+    """Train, score and measure one policy on one fold (the unit of work of every executor)."""
+    with thread_limit(threads):
+        seconds = {}
+        started = time.perf_counter()
+        result = run_policy(spec, context.features, context.item_vectors, context.fold, context.evaluation,
+                            context.seed, context.bootstrap)
+        seconds[f"policy:{spec.name}"] = time.perf_counter() - started
+        metrics = [result.metrics]
+        evaluation = context.evaluation
+        if evaluation.beyond_accuracy:
+            started = time.perf_counter()
+            metrics.append(beyond_accuracy_rows(result.recommendations, context.features.train[ITEM_ID],
+                                                context.n_items, context.item_vectors, evaluation.k_list,
+                                                evaluation.diversity_sample, context.seed, spec.name, context.fold))
+            seconds["beyond_accuracy"] = time.perf_counter() - started
+        if context.truth is not None:
+            started = time.perf_counter()
+            metrics.append(context.truth.metric_rows(result.recommendations, spec.name, context.fold,
+                                                     context.bootstrap))
+            seconds["ground_truth"] = time.perf_counter() - started
+        off_policy = None
+        if context.reward_model is not None:
+            started = time.perf_counter()
+            off_policy = off_policy_rows(result.recommendations, context.features, context.propensity,
+                                         context.reward_model, spec.name, context.fold)
+            seconds["off_policy"] = time.perf_counter() - started
+    return PolicyOutcome(spec.name, metrics, result.recommendations, result.recommender, off_policy, seconds)
+
+
+@contextmanager
+def thread_limit(threads: int) -> Iterator[None]:
+    """BLAS, OpenMP and PyTorch use ``threads`` threads inside the block (restored after)."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with threadpool_limits(limits=threads):
+            yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+# ------------------------------------------------------------------------------------------ executors
+class LocalExecutor:
+    """In-process for one worker; otherwise a pool of spawned processes kept for the whole run."""
+
+    def __init__(self, config: ExecutorConfig, max_tasks: int):
+        cores = os.cpu_count() or 1
+        self.fixed_workers = config.workers
+        self.workers = max(1, min(config.workers or cores // (config.threads_per_task or 1), max_tasks))
+        self.threads = config.threads_per_task or max(1, cores // self.workers)
+        self.threads_in_process = config.threads_per_task or cores
+        self._pool = None
+        self._folder = None
+
+    def map(self, context: FoldContext, specs: list[PolicySpec]) -> Iterator[PolicyOutcome]:
+        """Outcomes in ``specs`` order."""
+        events = len(context.features.train) + len(context.features.test)
+        small = self.fixed_workers is None and events < AUTO_PARALLEL_EVENTS  # a pool costs seconds to start
+        if self.workers == 1 or len(specs) == 1 or small:
+            for spec in specs:
+                yield evaluate_policy(context, spec, self.threads_in_process)
+            return
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"))
+            self._folder = tempfile.TemporaryDirectory(prefix="bandit-fold-")
+        path = Path(self._folder.name) / f"seed{context.seed}-fold{context.fold}.joblib"
+        joblib.dump(context, path)
+        futures = [self._pool.submit(_evaluate_from_file, str(path), spec, self.threads) for spec in specs]
+        try:
+            for future in futures:
+                yield future.result()
+        finally:
+            for future in futures:
+                future.cancel()
+            path.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._folder.cleanup()
+            self._pool = None
+
+
+_LOADED: dict[str, FoldContext] = {}  # per worker process: the fold context it last loaded
+
+
+def _evaluate_from_file(path: str, spec: PolicySpec, threads: int) -> PolicyOutcome:
+    if path not in _LOADED:
+        _LOADED.clear()
+        _LOADED[path] = joblib.load(path)
+    return evaluate_policy(_LOADED[path], spec, threads)
+
+
+class RayExecutor:
+    """Ray tasks on the cluster ``RAY_ADDRESS`` names (a local Ray instance when unset)."""
+
+    def __init__(self, config: ExecutorConfig, max_tasks: int):
+        try:
+            import ray
+        except ImportError:
+            raise ConfigError("executor: ray needs Ray, an optional install: pip install -r requirements-ray.txt "
+                              "(or use executor: local)") from None
+        self.ray, self.threads = ray, config.threads_per_task or 1
+        self._started_here = not ray.is_initialized()
+        if self._started_here:
+            address = os.environ.get("RAY_ADDRESS")
+            # A remote cluster gets this package shipped with the job; a local instance imports it from here.
+            runtime_env = {"py_modules": [str(Path(__file__).parent)]} if address else None
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, runtime_env=runtime_env,
+                     num_cpus=None if address else os.cpu_count())
+        self._task = ray.remote(num_cpus=self.threads)(evaluate_policy)
+
+    def map(self, context: FoldContext, specs: list[PolicySpec]) -> Iterator[PolicyOutcome]:
+        reference = self.ray.put(context)
+        futures = [self._task.remote(reference, spec, self.threads) for spec in specs]
+        for future in futures:
+            yield self.ray.get(future)
+
+    def close(self) -> None:
+        if self._started_here:
+            self.ray.shutdown()
+
+
+def make_executor(config: ExecutorConfig, max_tasks: int):
+    return RayExecutor(config, max_tasks) if config.kind == "ray" else LocalExecutor(config, max_tasks)
