@@ -164,10 +164,23 @@ def _seeded(schema, seed: int):
 class FoldFeatures:
     """What the policies and the evaluation need for one fold, keyed the way Mab2Rec expects."""
 
-    contexts: pd.DataFrame | None  # CONTEXT_ID + context feature columns, one row per train/test context
+    contexts: pd.DataFrame | None  # CONTEXT_ID first, then the context feature columns; one row per context
     train: pd.DataFrame  # CONTEXT_ID, ITEM_ID, RESPONSE
     test: pd.DataFrame  # CONTEXT_ID, ITEM_ID, RESPONSE, EVENT_ID
     context_featurizer: TabularFeaturizer | None
+
+    def context_matrix(self, context_ids) -> np.ndarray:
+        """Feature rows of ``context_ids`` (unknown ids: zeros, as Mab2Rec fills them), copying only those rows.
+
+        Selecting columns by name or re-indexing the table would copy all of it first (224 MB at 1M contexts).
+        """
+        if not hasattr(self, "_index"):
+            assert self.contexts.columns[0] == CONTEXT_ID, "the context table starts with its id column"
+            self._index = pd.Index(self.contexts[CONTEXT_ID])
+        positions = self._index.get_indexer(np.asarray(context_ids))
+        matrix = self.contexts.iloc[np.maximum(positions, 0), 1:].to_numpy(dtype=float)
+        matrix[positions < 0] = 0.0
+        return np.ascontiguousarray(matrix)
 
 
 def item_featurizer(dataset: Dataset, config: FeaturesConfig, seed: int) -> ItemFeaturizer | None:

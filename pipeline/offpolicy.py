@@ -56,8 +56,8 @@ class RewardModel:
         prior = train[RESPONSE].mean()
         self.item_rate_ = (clicks["sum"] + prior * 10) / (clicks["count"] + 10)  # shrunk towards the mean
         self.prior_ = prior
-        self.contexts_ = None if features.contexts is None else features.contexts.set_index(CONTEXT_ID)
-        if self.kind == "logistic" and self.contexts_ is not None and train[RESPONSE].nunique() == 2:
+        self.features_ = features if features.contexts is not None else None  # rows looked up, never copied
+        if self.kind == "logistic" and self.features_ is not None and train[RESPONSE].nunique() == 2:
             self.model_ = LogisticRegression(C=1.0, max_iter=1000, random_state=self.seed)
             self.model_.fit(self._design(train[CONTEXT_ID], train[ITEM_ID]), train[RESPONSE])
         else:
@@ -66,7 +66,7 @@ class RewardModel:
 
     def _design(self, contexts: pd.Series, items: pd.Series) -> sparse.csr_matrix:
         """Context features next to a one-hot item, sparse (dense would be 6.4 GB at 800k rows x 1,000 items)."""
-        context_part = sparse.csr_matrix(self.contexts_.loc[contexts.to_numpy()].to_numpy(dtype=float))
+        context_part = sparse.csr_matrix(self.features_.context_matrix(contexts.to_numpy()))
         positions = self.items_.get_indexer(items.to_numpy())
         known = np.flatnonzero(positions >= 0)  # items unseen in training: an all-zero item part
         item_part = sparse.csr_matrix((np.ones(len(known)), (known, positions[known])),

@@ -17,7 +17,7 @@ import pandas as pd
 from mab2rec import BanditRecommender
 from mabwiser.mab import MAB, LearningPolicy, NeighborhoodPolicy
 
-from pipeline.neural.policy import NeuralLinear
+from pipeline.neural.spec import NeuralLinear
 
 
 def _policy_classes(namespace: type) -> dict[str, type]:

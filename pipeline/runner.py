@@ -59,6 +59,7 @@ class _Tables:
 
     metrics: list = field(default_factory=list)
     recommendations: "RecommendationsFile | None" = None
+    test_contexts: list = field(default_factory=list)
     off_policy: list = field(default_factory=list)
     diagnostics: list = field(default_factory=list)
     simulation: list = field(default_factory=list)
@@ -118,6 +119,7 @@ def _write_tables(run_dir: RunDirectory, tables: _Tables, config: PipelineConfig
     if len(config.seed_list) > 1:
         run_dir.write_table("seed_summary", seed_summary(metrics))
     tables.recommendations.close(run_dir)
+    run_dir.write_table("test_contexts", pd.concat(tables.test_contexts, ignore_index=True), csv=False)
     summary = None
     if tables.off_policy:
         estimates = _with_seed_first(pd.concat(tables.off_policy, ignore_index=True))
@@ -175,9 +177,10 @@ def _run_seed(config: PipelineConfig, policies, run_dir: RunDirectory, timer: St
         check_inputs(policies, features, vectors, config.evaluation, dataset)
         tables.folds.append({"seed": seed, "fold": fold.index, "n_train": len(features.train),
                              "n_test": len(features.test), "n_test_contexts": int(features.test["context_id"].nunique())})
+        tables.test_contexts.append(pd.DataFrame({"seed": seed, "fold": fold.index,
+                                                  CONTEXT_ID: np.sort(features.test[CONTEXT_ID].unique())}))
         if features.context_featurizer is not None:
             run_dir.write_pickle(f"{prefix}/fold_{fold.index}/context_featurizer.joblib", features.context_featurizer)
-        fold_lists = []  # this fold's ranked lists, written when the fold is done
         context = FoldContext(seed, fold.index, features, vectors, config.evaluation,
                               Bootstrap(features.test[CONTEXT_ID].to_numpy(), config.evaluation.bootstrap_resamples,
                                         seed), dataset.n_items)
@@ -186,7 +189,7 @@ def _run_seed(config: PipelineConfig, policies, run_dir: RunDirectory, timer: St
                 context.truth = GroundTruth(dataset, features, config.evaluation.k_list, config.evaluation.top_k,
                                             config.evaluation.oracle_events, seed)
                 oracle = context.truth.oracle(fold.index)
-                fold_lists = [oracle]
+                tables.recommendations.add(oracle, seed)
                 oracle_rows = [oracle_replay_rows(oracle, features, config.evaluation, fold.index, context.bootstrap),
                                context.truth.metric_rows(oracle, ORACLE, fold.index, context.bootstrap)]
                 if config.evaluation.beyond_accuracy:
@@ -194,6 +197,7 @@ def _run_seed(config: PipelineConfig, policies, run_dir: RunDirectory, timer: St
                         oracle, features.train[ITEM_ID], dataset.n_items, vectors, config.evaluation.k_list,
                         config.evaluation.diversity_sample, seed, ORACLE, fold.index))
                 tables.metrics += [frame.assign(seed=seed) for frame in oracle_rows]
+        context.bootstrap.release()  # the tasks draw their own copy of the weights from the seed
         if use_off_policy:
             with timer.stage("off_policy"):
                 context.reward_model = RewardModel(config.evaluation.off_policy.reward_model, seed).fit(features)
@@ -201,7 +205,8 @@ def _run_seed(config: PipelineConfig, policies, run_dir: RunDirectory, timer: St
         started = time.perf_counter()
         for outcome in executor.map(context, policies):
             tables.metrics += [frame.assign(seed=seed) for frame in outcome.metrics]
-            fold_lists.append(outcome.recommendations)
+            with timer.stage("write"):
+                tables.recommendations.add(outcome.recommendations, seed)
             if outcome.off_policy is not None:
                 tables.off_policy.append(outcome.off_policy.assign(seed=seed))
             _keep_model_outputs(outcome.recommender, outcome.policy, seed, fold.index, run_dir, tables.diagnostics)
@@ -210,9 +215,6 @@ def _run_seed(config: PipelineConfig, policies, run_dir: RunDirectory, timer: St
             bar.set_postfix_str(f"seed {seed} fold {fold.index} {outcome.policy}")
             bar.update()
         timer.add("policies_wall", time.perf_counter() - started)
-        with timer.stage("write"):
-            tables.recommendations.add_fold(fold_lists, seed)
-        del fold_lists
 
     if config.simulation.enabled:
         log.info("seed %d: simulating %d online steps", seed, config.simulation.steps)
@@ -235,42 +237,34 @@ def item_map(vectors: pd.DataFrame, items: pd.DataFrame, seed: int) -> pd.DataFr
 
 
 class RecommendationsFile:
-    """``recommendations.parquet``, written one fold at a time, plus the two small tables derived from it.
+    """``recommendations.parquet``, written one policy's lists at a time, plus the two small tables derived from it.
 
-    Within a fold, rows are sorted by context, policy and rank and written in row groups of 50k, so a reader
-    filtering on one context skips the rest of the file; only one fold's lists are ever in memory (all
-    folds at once were the peak memory of a 1M-event run).
+    Each (seed, fold, policy) block is sorted by context and rank and written in row groups of 50k rows, so a
+    reader filtering on one context reads one row group per block; only one policy's lists are ever in
+    memory (all of them at once were the peak memory of a 1M-event run).
     """
 
     def __init__(self, path: Path, exposure_k: int):
         self.path, self.exposure_k = path, exposure_k
         self._writer = None
         self._exposure: list[pd.DataFrame] = []
-        self._contexts: list[pd.DataFrame] = []
 
-    def add_fold(self, frames: list[pd.DataFrame], seed: int) -> None:
-        frame = pd.concat(frames, ignore_index=True)
-        frame.insert(0, "seed", seed)
-        frame["rank"] = frame["rank"].astype(np.int16)
-        frame["fold"] = frame["fold"].astype(np.int16)
-        policy_order = pd.factorize(frame["policy"], sort=True)[0]
+    def add(self, lists: pd.DataFrame, seed: int) -> None:
+        """One policy's ranked lists on one fold (``fold, policy, rank, context_id, item_id, score``)."""
+        frame = lists.assign(seed=seed, rank=lists["rank"].astype(np.int16), fold=lists["fold"].astype(np.int16))
+        frame = frame[["seed", "fold", "policy", "rank", CONTEXT_ID, ITEM_ID, "score"]]
         context_order = pd.factorize(frame[CONTEXT_ID], sort=True)[0]
-        frame = frame.take(np.lexsort((frame["rank"].to_numpy(), policy_order, context_order))).reset_index(drop=True)
-        del policy_order, context_order
+        frame = frame.take(np.lexsort((frame["rank"].to_numpy(), context_order))).reset_index(drop=True)
         table = pa.Table.from_pandas(frame, preserve_index=False)
         if self._writer is None:
             self._writer = pq.ParquetWriter(self.path, table.schema)
-        self._writer.write_table(table, row_group_size=50_000)
+        self._writer.write_table(table.cast(self._writer.schema), row_group_size=50_000)
         self._exposure.append(item_exposure(frame, self.exposure_k))
-        self._contexts.append(frame[["seed", "fold", CONTEXT_ID]].drop_duplicates())
 
     def close(self, run_dir: RunDirectory) -> None:
         if self._writer is not None:
             self._writer.close()
-        exposure = pd.concat(self._exposure, ignore_index=True)
-        exposure = exposure.groupby(["seed", "policy", "k", ITEM_ID], sort=False)["shown"].sum().reset_index()
-        run_dir.write_table("item_exposure", exposure, csv=False)
-        run_dir.write_table("test_contexts", pd.concat(self._contexts, ignore_index=True), csv=False)
+        run_dir.write_table("item_exposure", pd.concat(self._exposure, ignore_index=True), csv=False)
 
 
 def item_exposure(recommendations: pd.DataFrame, k: int) -> pd.DataFrame:

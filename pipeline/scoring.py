@@ -216,13 +216,10 @@ class ScoringInput:
     matrix: np.ndarray  # (contexts, features); zero columns for non-contextual policies
 
     @classmethod
-    def from_frames(cls, test: pd.DataFrame, contexts: pd.DataFrame | None) -> "ScoringInput":
-        ids = pd.unique(test[CONTEXT_ID])
-        if contexts is None:
-            return cls(ids, np.zeros((len(ids), 0)))
-        table = contexts.drop_duplicates(CONTEXT_ID).set_index(CONTEXT_ID)
-        matrix = table.reindex(ids).fillna(0).to_numpy(dtype=float)  # Mab2Rec fills unknown contexts with 0
-        return cls(ids, np.ascontiguousarray(matrix))
+    def of(cls, features, contextual: bool) -> "ScoringInput":
+        """The test contexts of a fold (``FoldFeatures``); zero-width rows for a non-contextual policy."""
+        ids = pd.unique(features.test[CONTEXT_ID])
+        return cls(ids, features.context_matrix(ids) if contextual else np.zeros((len(ids), 0)))
 
 
 def recommend_all(scorer, inputs: ScoringInput, k: int, seed: int) -> pd.DataFrame:

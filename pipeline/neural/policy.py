@@ -1,6 +1,6 @@
 """NeuralLinear: a two-tower encoder with a Bayesian linear head, as a Mab2Rec recommender.
 
-``NeuralLinear`` is the policy value (a typed, validated config like MABWiser's ``LearningPolicy.LinUCB``);
+``NeuralLinear`` (in ``spec.py``) is the policy value (a typed, validated config like MABWiser's ``LearningPolicy.LinUCB``);
 ``NeuralLinearBandit`` is the engine, with the same surface as MABWiser's ``MAB`` that Mab2Rec drives
 (``arms``, ``fit``, ``partial_fit``, ``predict_expectations``, ``add_arm``, ``remove_arm``); and
 ``NeuralLinearRecommender`` is a Mab2Rec ``BanditRecommender`` whose engine is ours, so Mab2Rec's
@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -27,58 +27,10 @@ from mab2rec import BanditRecommender
 
 from pipeline.neural.encoder import TwoTowerEncoder, pretrain_ranking, train_clicks
 from pipeline.neural.posterior import SAFEGUARDS, BayesianLinearHead
+from pipeline.neural.spec import DECISIONS, WARM_STARTS, NeuralLinear  # noqa: F401 (re-exported)
 from pipeline.values import plain
 
-DECISIONS = ("thompson", "ucb")
-WARM_STARTS = ("none", "bpr", "contrastive")
 SCORE_CHUNK = 256  # contexts scored at once, to bound memory at (chunk x items x embedding)
-
-
-class NeuralLinear(NamedTuple):
-    """NeuralLinear learning policy (ours, not MABWiser's); every field can be set in YAML ``params``."""
-
-    decision: str = "thompson"
-    alpha: float = 1.0
-    l2_lambda: float = 1.0
-    embedding_dim: int = 16
-    hidden: tuple = (64,)
-    warm_start: str = "bpr"
-    warm_start_epochs: int = 30
-    lr: float = 0.001
-    retrain_every: int = 1000
-    retrain_epochs: int = 2
-    retrain_window: int = 20_000
-    batch_size: int = 256
-    a0: float = 1.0
-    b0: float = 1.0
-    max_condition: float = 1e8
-
-    is_contextual = True
-
-    def _validate(self) -> None:
-        def check(condition: bool, message: str) -> None:
-            if not condition:
-                raise ValueError(message)
-
-        check(self.decision in DECISIONS, f"decision must be one of {DECISIONS}; got {self.decision!r}")
-        check(self.warm_start in WARM_STARTS, f"warm_start must be one of {WARM_STARTS}; got {self.warm_start!r}")
-        for name in ("alpha", "l2_lambda", "lr", "a0", "b0", "max_condition"):
-            value = getattr(self, name)
-            check(isinstance(value, (int, float)) and not isinstance(value, bool), f"{name} must be a number; got {value!r}")
-        check(self.alpha >= 0, f"alpha cannot be negative; got {self.alpha}")
-        check(self.l2_lambda > 0 and self.lr > 0 and self.a0 > 0 and self.b0 > 0,
-              "l2_lambda, lr, a0 and b0 must be positive")
-        check(self.max_condition > 1, f"max_condition must exceed 1; got {self.max_condition}")
-        for name in ("embedding_dim", "warm_start_epochs", "retrain_every", "retrain_epochs", "retrain_window",
-                     "batch_size"):
-            value = getattr(self, name)
-            check(isinstance(value, int) and not isinstance(value, bool) and value >= (0 if "epochs" in name else 1),
-                  f"{name} must be a {'non-negative' if 'epochs' in name else 'positive'} integer; got {value!r}")
-        check(isinstance(self.hidden, (list, tuple)) and all(isinstance(h, int) and h > 0 for h in self.hidden),
-              f"hidden must be a list of positive layer widths, e.g. [64]; got {self.hidden!r}")
-
-    def build_recommender(self, top_k: int, seed: int, item_features: pd.DataFrame | None) -> "NeuralLinearRecommender":
-        return NeuralLinearRecommender(self, item_features, top_k=top_k, seed=seed)
 
 
 class NeuralLinearBandit:
