@@ -1,10 +1,10 @@
-# One-command set-up: `make run` (install + default pipeline), `make test` (install + tests).
+# One-command set-up: `make run` (install + default pipeline), `make test` (install + tests, Ray included).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= configs/default.yaml
 
-.PHONY: install run test dashboard clean
+.PHONY: install install-ray run test bench dashboard clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -14,11 +14,21 @@ $(VENV)/.installed: requirements.txt
 
 install: $(VENV)/.installed
 
+# Ray is optional for users (executor: ray); the tests run the Ray executor, so `make test` installs it.
+$(VENV)/.installed-ray: $(VENV)/.installed requirements-ray.txt
+	$(BIN)/python -m pip install --quiet -r requirements-ray.txt
+	touch $@
+
+install-ray: $(VENV)/.installed-ray
+
 run: install
 	$(BIN)/python -m pipeline run $(CONFIG)
 
-test: install
+test: install-ray
 	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python -m pipeline bench --events 1000000 --items 1000 --compare-events 300000
 
 dashboard: install
 	$(BIN)/python -m streamlit run dashboard/app.py --browser.gatherUsageStats false

@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
                              help="override a config key (dotted path, YAML value); repeatable")
         if name == "run":
             command.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+    commands.add_parser("bench", add_help=False, help="time our pipeline against plain Mab2Rec on synthetic data "
+                                                      "(python -m pipeline bench --help)")
     serve = commands.add_parser("serve", help="serve a run's trained policy over HTTP (FastAPI)",
                                 description="serve a run's trained policy over HTTP, learning from feedback")
     serve.add_argument("run_dir", help="a run directory, e.g. runs/20261125-000705-default")
@@ -63,12 +65,24 @@ def serve(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _quiet_library_warnings() -> None:
     # Library noise under pandas 2.3, not a user problem: jurity 2.1.0's fillna downcast (once per metric) and
     # mab2rec 1.3.1's np.array_split on a DataFrame (once per batch).
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"jurity\..*")
     warnings.filterwarnings("ignore", message="'DataFrame.swapaxes' is deprecated", category=FutureWarning)
+    warnings.filterwarnings("ignore", message="A value is trying to be set on a copy", category=FutureWarning)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:
+        from pipeline.bench import main as bench
+
+        _quiet_library_warnings()
+        logging.basicConfig(level=logging.WARNING)
+        return bench(argv[1:])
+    args = build_parser().parse_args(argv)
+    _quiet_library_warnings()
     logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
     from pipeline.config import load_config  # imported here so --help stays instant

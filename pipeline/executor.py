@@ -150,7 +150,9 @@ class LocalExecutor:
             self._folder = tempfile.TemporaryDirectory(prefix="bandit-fold-")
         path = Path(self._folder.name) / f"seed{context.seed}-fold{context.fold}.joblib"
         joblib.dump(context, path)
-        futures = [self._pool.submit(_evaluate_from_file, str(path), spec, self.threads) for spec in specs]
+        futures = {spec.name: self._pool.submit(_evaluate_from_file, str(path), spec, self.threads)
+                   for spec in heaviest_first(specs)}
+        futures = [futures[spec.name] for spec in specs]
         try:
             for future in futures:
                 yield future.result()
@@ -197,13 +199,26 @@ class RayExecutor:
 
     def map(self, context: FoldContext, specs: list[PolicySpec]) -> Iterator[PolicyOutcome]:
         reference = self.ray.put(context)
-        futures = [self._task.remote(reference, spec, self.threads) for spec in specs]
+        futures = {spec.name: self._task.remote(reference, spec, self.threads) for spec in heaviest_first(specs)}
+        futures = [futures[spec.name] for spec in specs]
         for future in futures:
             yield self.ray.get(future)
 
     def close(self) -> None:
         if self._started_here:
             self.ray.shutdown()
+
+
+def heaviest_first(specs: list[PolicySpec]) -> list[PolicySpec]:
+    """Submission order: the slowest policies first (ours, then neighborhood policies such as ClustersTS,
+    whose KMeans dominates, then the linear ones), so no worker is left running one long task at the end."""
+    def cost(spec: PolicySpec) -> int:
+        if getattr(spec.learning_policy, "uses_torch", False):
+            return 0
+        if spec.neighborhood_policy is not None:
+            return 1
+        return 2 if spec.is_contextual else 3
+    return sorted(specs, key=cost)
 
 
 def make_executor(config: ExecutorConfig, max_tasks: int):

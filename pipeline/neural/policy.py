@@ -7,8 +7,11 @@
 ``train``/``score`` and Jurity's metrics evaluate it exactly like the MABWiser policies.
 
 Learning: every event's embedding updates the head's sufficient statistics; every ``retrain_every``
-events the encoder is retrained on the most recent ``retrain_window`` events (logistic loss) and the head
-is recomputed from all events on the new embeddings.  ``warm_start`` pre-trains the encoder on the clicks
+events (or every ``retrain_growth`` x the events seen so far, whichever is more) the encoder is retrained
+on the most recent ``retrain_window`` events (logistic loss) and the head is recomputed from all events on
+the new embeddings.  The growing interval keeps a long log linear in cost: with a fixed interval, 800k
+events would mean 800 recomputations over up to 800k events each; with 10% growth, about 70 (logs under
+10,000 events are unaffected).  ``warm_start`` pre-trains the encoder on the clicks
 of the training log first (BPR or contrastive).  Decisions: Thompson sampling from the head's posterior
 (one weight draw per context) or UCB ``z . mu + alpha * sqrt(z^T P^-1 z)`` (Neural-LinUCB).
 """
@@ -31,6 +34,7 @@ from pipeline.neural.spec import DECISIONS, WARM_STARTS, NeuralLinear  # noqa: F
 from pipeline.values import plain
 
 SCORE_CHUNK = 256  # contexts scored at once, to bound memory at (chunk x items x embedding)
+RECOMPUTE_CHUNK = 100_000  # events embedded at once when the head is recomputed
 
 
 class NeuralLinearBandit:
@@ -79,7 +83,7 @@ class NeuralLinearBandit:
     # --------------------------------------------------------------------------------- learning
     def fit(self, decisions, rewards, contexts) -> None:
         """Forget everything, (optionally) warm-start the encoder, then learn from the events in order."""
-        contexts, item_rows, rewards = self._events(decisions, rewards, contexts)
+        contexts, positions, rewards = self._events(decisions, rewards, contexts)
         catalog = self._arm_matrix(self.arms)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
@@ -88,7 +92,8 @@ class NeuralLinearBandit:
         self.encoder.set_standardisation(contexts, catalog)
         self.head = BayesianLinearHead(self.encoder.embedding_dim, self.policy.l2_lambda, self.policy.a0,
                                        self.policy.b0, self.policy.max_condition)
-        self._history = (np.empty((0, contexts.shape[1])), np.empty((0, self._feature_dim)), np.empty(0))
+        # Events seen so far: context rows, item positions in self.arms (rows of the arm feature matrix), rewards.
+        self._history = (np.empty((0, contexts.shape[1])), np.empty(0, dtype=np.int64), np.empty(0))
         self._since_retrain = 0
         if self.policy.warm_start != "none":
             clicked = rewards > 0
@@ -98,7 +103,7 @@ class NeuralLinearBandit:
             pretrain_ranking(self.encoder, contexts[clicked], positives, catalog, self.policy.warm_start,
                              self.policy.warm_start_epochs, self.policy.lr, self.policy.batch_size, self._torch_rng)
         self._is_initial_fit = True
-        self._learn(contexts, item_rows, rewards)
+        self._learn(contexts, positions, rewards)
 
     def partial_fit(self, decisions, rewards, contexts) -> None:
         if not self._is_initial_fit:
@@ -106,42 +111,63 @@ class NeuralLinearBandit:
         self._learn(*self._events(decisions, rewards, contexts))
 
     def _events(self, decisions, rewards, contexts):
+        """Context rows, each decision's position in the item registry, rewards."""
         contexts = np.asarray(contexts, dtype=float)
         rewards = np.asarray(rewards, dtype=float)
-        items = self._arm_matrix([plain(d) for d in np.asarray(decisions)])
-        if contexts.ndim != 2 or len(contexts) != len(rewards) or len(items) != len(rewards):
+        positions = np.array([self._registry_position(plain(d)) for d in np.asarray(decisions)], dtype=np.int64)
+        if contexts.ndim != 2 or len(contexts) != len(rewards) or len(positions) != len(rewards):
             raise ValueError(f"NeuralLinear needs one context row per decision; got {contexts.shape} contexts, "
                              f"{len(rewards)} rewards")
-        return contexts, items, rewards
+        return contexts, positions, rewards
 
-    def _learn(self, contexts: np.ndarray, items: np.ndarray, rewards: np.ndarray) -> None:
-        """Head update per event; encoder retrain + head recompute every ``retrain_every`` events."""
-        self._history = tuple(np.concatenate([old, new]) for old, new in zip(self._history, (contexts, items, rewards)))
-        start = 0
+    def _registry_position(self, item) -> int:
+        """Position of ``item`` in the append-only item registry (history keeps positions, not feature rows:
+        800k events x 31 item features would be 200 MB; arms may be removed, the registry never shrinks)."""
+        registry = self.__dict__.setdefault("_registry", {})
+        if item not in registry:
+            registry[item] = len(registry)
+            self.__dict__.setdefault("_registry_rows", []).append(self._feature_of(item))
+        return registry[item]
+
+    def _learn(self, contexts: np.ndarray, positions: np.ndarray, rewards: np.ndarray) -> None:
+        """Head update per event; encoder retrain + head recompute every ``_retrain_interval()`` events."""
+        self._history = tuple(np.concatenate([old, new]) for old, new in zip(self._history, (contexts, positions, rewards)))
+        start, seen_before = 0, len(self._history[2]) - len(rewards)
         while start < len(rewards):
-            stop = min(len(rewards), start + self.policy.retrain_every - self._since_retrain)
-            self.head.update(self._pair_embeddings(contexts[start:stop], items[start:stop]), rewards[start:stop])
+            interval = self._retrain_interval(seen_before + start - self._since_retrain)
+            stop = min(len(rewards), start + interval - self._since_retrain)
+            self.head.update(self._pair_embeddings(contexts[start:stop], positions[start:stop]), rewards[start:stop])
             self._since_retrain += stop - start
             start = stop
-            if self._since_retrain >= self.policy.retrain_every:
-                self._retrain(upto=len(self._history[2]) - (len(rewards) - stop))
+            if self._since_retrain >= interval:
+                self._retrain(upto=seen_before + stop)
+
+    def _retrain_interval(self, seen_at_last_retrain: int) -> int:
+        return max(self.policy.retrain_every, int(self.policy.retrain_growth * seen_at_last_retrain))
 
     def _retrain(self, upto: int) -> None:
         """Retrain the encoder on the latest window of events seen so far; recompute the head on them all."""
-        seen = [part[:upto] for part in self._history]
-        window = [part[max(0, upto - self.policy.retrain_window):] for part in seen]
-        train_clicks(self.encoder, *window, epochs=self.policy.retrain_epochs, lr=self.policy.lr,
-                     batch_size=self.policy.batch_size, generator=self._torch_rng)
+        contexts, positions, rewards = (part[:upto] for part in self._history)
+        recent = slice(max(0, upto - self.policy.retrain_window), upto)
+        train_clicks(self.encoder, contexts[recent], self._catalog()[positions[recent]], rewards[recent],
+                     epochs=self.policy.retrain_epochs, lr=self.policy.lr, batch_size=self.policy.batch_size,
+                     generator=self._torch_rng)
         self.head.reset()
-        self.head.update(self._pair_embeddings(seen[0], seen[1]), seen[2])
+        for start in range(0, upto, RECOMPUTE_CHUNK):  # chunks bound the memory of the embeddings
+            part = slice(start, min(start + RECOMPUTE_CHUNK, upto))
+            self.head.update(self._pair_embeddings(contexts[part], positions[part]), rewards[part])
         self._since_retrain = 0
         self.counts["encoder_retrains"] += 1
 
+    def _catalog(self) -> np.ndarray:
+        """Feature rows of the item registry, by position."""
+        return np.asarray(self._registry_rows, dtype=float).reshape(-1, self._feature_dim)
+
     # -------------------------------------------------------------------------------- embeddings
-    def _pair_embeddings(self, contexts: np.ndarray, items: np.ndarray) -> np.ndarray:
+    def _pair_embeddings(self, contexts: np.ndarray, positions: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             u = self.encoder.context_side(torch.as_tensor(contexts, dtype=torch.float64))
-            v = self.encoder.item_side(torch.as_tensor(items, dtype=torch.float64))
+            v = self.encoder.item_side(torch.as_tensor(self._catalog()[positions], dtype=torch.float64))
             return TwoTowerEncoder.join(u, v).numpy()
 
     def _towers(self, contexts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

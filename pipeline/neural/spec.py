@@ -26,6 +26,7 @@ class NeuralLinear(NamedTuple):
     warm_start_epochs: int = 30
     lr: float = 0.001
     retrain_every: int = 1000
+    retrain_growth: float = 0.1
     retrain_epochs: int = 2
     retrain_window: int = 20_000
     batch_size: int = 256
@@ -50,6 +51,8 @@ class NeuralLinear(NamedTuple):
         check(self.l2_lambda > 0 and self.lr > 0 and self.a0 > 0 and self.b0 > 0,
               "l2_lambda, lr, a0 and b0 must be positive")
         check(self.max_condition > 1, f"max_condition must exceed 1; got {self.max_condition}")
+        check(isinstance(self.retrain_growth, (int, float)) and not isinstance(self.retrain_growth, bool)
+              and self.retrain_growth >= 0, f"retrain_growth must be a non-negative number; got {self.retrain_growth!r}")
         for name in ("embedding_dim", "warm_start_epochs", "retrain_every", "retrain_epochs", "retrain_window",
                      "batch_size"):
             value = getattr(self, name)
