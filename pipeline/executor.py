@@ -9,9 +9,9 @@ processes and Ray against the in-process run.
 
 - ``local`` with one worker runs tasks in this process; with more, in a pool of spawned processes (spawn,
   not fork: PyTorch's OpenMP threads do not survive a fork), one pool per fold, so no worker outlives the
-  fold context it loaded.  ``workers: null`` uses
-  one per core, but runs folds under 100k events in this process (starting a pool costs about 3 s).  The fold context goes
-  to the workers through a temporary file that each worker loads once.
+  fold context it loaded.  ``workers: null`` uses one per core, but runs folds under 100k events in this
+  process (starting a pool costs about 3 s).  The fold context goes to the workers through a temporary
+  file that the runner and each worker memory-map, so its arrays are in memory once, not once per process.
 - ``ray`` submits the tasks to the cluster ``RAY_ADDRESS`` names, or to a local Ray instance it starts;
   the fold context is put in Ray's object store once per fold.  Ray is an optional install
   (``requirements-ray.txt``).
@@ -136,21 +136,35 @@ class LocalExecutor:
         self.threads_in_process = config.threads_per_task or cores
         self._pool = None
         self._folder = None
+        self._paths: dict[int, str] = {}  # id of a shared context -> its file
 
-    def map(self, context: FoldContext, specs: list[PolicySpec]) -> Iterator[PolicyOutcome]:
-        """Outcomes in ``specs`` order."""
+    def _parallel(self, context: FoldContext, n_tasks: int) -> bool:
         events = len(context.features.train) + len(context.features.test)
         small = self.fixed_workers is None and events < AUTO_PARALLEL_EVENTS  # a pool costs seconds to start
-        if self.workers == 1 or len(specs) == 1 or small:
-            for spec in specs:
-                yield evaluate_policy(context, spec, self.threads_in_process)
-            return
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"))
+        return self.workers > 1 and n_tasks > 1 and not small
+
+    def share(self, context: FoldContext, n_tasks: int) -> FoldContext:
+        """The context the runner should keep: for a parallel fold, written once to a file and read back
+        memory-mapped, so the runner and every worker share one read-only copy of its arrays."""
+        if not self._parallel(context, n_tasks):
+            return context
+        if self._folder is None:
             self._folder = tempfile.TemporaryDirectory(prefix="bandit-fold-")
         path = Path(self._folder.name) / f"seed{context.seed}-fold{context.fold}.joblib"
         joblib.dump(context, path)
-        futures = {spec.name: self._pool.submit(_evaluate_from_file, str(path), spec, self.threads)
+        shared = joblib.load(path, mmap_mode="r")
+        self._paths[id(shared)] = str(path)
+        return shared
+
+    def map(self, context: FoldContext, specs: list[PolicySpec]) -> Iterator[PolicyOutcome]:
+        """Outcomes in ``specs`` order."""
+        if id(context) not in self._paths:
+            for spec in specs:
+                yield evaluate_policy(context, spec, self.threads_in_process)
+            return
+        path = self._paths.pop(id(context))
+        self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"))
+        futures = {spec.name: self._pool.submit(_evaluate_from_file, path, spec, self.threads)
                    for spec in heaviest_first(specs)}
         futures = [futures[spec.name] for spec in specs]
         try:
@@ -159,13 +173,17 @@ class LocalExecutor:
         finally:
             # The workers hold this fold's context until they exit: a new pool per fold keeps memory bounded
             # (starting one costs about 3 s, small next to a fold of 100k+ events).
-            self.close()
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+            Path(path).unlink(missing_ok=True)
 
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
-            self._folder.cleanup()
             self._pool = None
+        if self._folder is not None:
+            self._folder.cleanup()
+            self._folder = None
 
 
 _LOADED: dict[str, FoldContext] = {}  # per worker process: the fold context it last loaded
@@ -174,7 +192,7 @@ _LOADED: dict[str, FoldContext] = {}  # per worker process: the fold context it 
 def _evaluate_from_file(path: str, spec: PolicySpec, threads: int) -> PolicyOutcome:
     if path not in _LOADED:
         _LOADED.clear()
-        _LOADED[path] = joblib.load(path)
+        _LOADED[path] = joblib.load(path, mmap_mode="r")  # arrays shared through the page cache, read-only
     return evaluate_policy(_LOADED[path], spec, threads)
 
 
@@ -196,6 +214,9 @@ class RayExecutor:
             ray.init(address=address, include_dashboard=False, log_to_driver=False, runtime_env=runtime_env,
                      num_cpus=None if address else os.cpu_count())
         self._task = ray.remote(num_cpus=self.threads)(evaluate_policy)
+
+    def share(self, context: FoldContext, n_tasks: int) -> FoldContext:
+        return context
 
     def map(self, context: FoldContext, specs: list[PolicySpec]) -> Iterator[PolicyOutcome]:
         reference = self.ray.put(context)

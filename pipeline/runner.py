@@ -203,6 +203,8 @@ def _run_seed(config: PipelineConfig, policies, run_dir: RunDirectory, timer: St
                 context.reward_model = RewardModel(config.evaluation.off_policy.reward_model, seed).fit(features)
                 context.propensity = dataset.interactions[PROPENSITY].to_numpy()[fold.test_rows]
         started = time.perf_counter()
+        context = executor.share(context, len(policies))
+        del features  # the shared context holds them now
         for outcome in executor.map(context, policies):
             tables.metrics += [frame.assign(seed=seed) for frame in outcome.metrics]
             with timer.stage("write"):
