@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
-from jurity.recommenders import BinaryRecoMetrics, CombinedMetrics, RankingRecoMetrics
+from jurity.recommenders import BinaryRecoMetrics, RankingRecoMetrics
 from mab2rec import BanditRecommender
 from mab2rec.pipeline import score, train
 from mabwiser.mab import NeighborhoodPolicy
@@ -200,21 +200,21 @@ class GroundTruth:
     def metric_rows(self, recommendations: pd.DataFrame, policy: str, fold: int, bootstrap: Bootstrap) -> pd.DataFrame:
         """``true_ctr``, ``true_hit_rate`` and ``true_regret`` at every k, with bootstrap intervals."""
         width = max(self.k_values)
-        row_of_event = pd.Series(np.arange(len(self.events)), index=self.events)
-        probs = np.zeros((len(self.events), width))  # a slot a policy left empty earns nothing
-        shown = recommendations[recommendations["rank"] < width]
-        rows = row_of_event.loc[shown[CONTEXT_ID].to_numpy()].to_numpy()
-        columns = self.model.item_positions(shown[ITEM_ID].to_numpy())
-        probs[rows, shown["rank"].to_numpy()] = self.model.pair_probabilities(self.event_table, rows, columns)
-        # The Oracle's own lists exist for the sampled events only; a policy is scored on every test event.
-        rows = self.oracle_rows if policy == ORACLE else slice(None)
-        probs, events = probs[rows], self.events[rows]
+        if policy == ORACLE:  # its lists are the sampled events' best items, whose probabilities are known
+            probs, events = self.best_probabilities[:, :width], self.oracle_events
+        else:  # a policy is scored on every test event; a slot it left empty earns nothing
+            row_of_event = pd.Series(np.arange(len(self.events)), index=self.events)
+            probs, events = np.zeros((len(self.events), width)), self.events
+            shown = recommendations[recommendations["rank"] < width]
+            rows = row_of_event.loc[shown[CONTEXT_ID].to_numpy()].to_numpy()
+            columns = self.model.item_positions(shown[ITEM_ID].to_numpy())
+            probs[rows, shown["rank"].to_numpy()] = self.model.pair_probabilities(self.event_table, rows, columns)
+        on_oracle_events = slice(None) if policy == ORACLE else self.oracle_rows  # where true_regret is known
         out = []
         for k in self.k_values:
             ctr = probs[:, :k].mean(axis=1)
             per_event = {"true_ctr": (ctr, events), "true_hit_rate": (1 - np.prod(1 - probs[:, :k], axis=1), events),
-                         "true_regret": (self.oracle_ctr[k] - ctr[self.oracle_rows] if policy != ORACLE
-                                         else self.oracle_ctr[k] - ctr, self.oracle_events)}
+                         "true_regret": (self.oracle_ctr[k] - ctr[on_oracle_events], self.oracle_events)}
             for name, (values, on) in per_event.items():
                 out.append((policy, name, k, fold, float(values.mean()), *bootstrap.mean(values, on), len(values)))
         return pd.DataFrame(out, columns=METRIC_COLUMNS)
