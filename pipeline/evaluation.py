@@ -1,9 +1,10 @@
-"""Evaluation stage: train and score each policy with Mab2Rec's ``benchmark``, measure it with Jurity, and,
-on synthetic data, score its recommendations against the hidden click model.
+"""Evaluation stage: train and score each policy as Mab2Rec's ``benchmark`` does, measure it with Jurity's
+metrics, and, on synthetic data, score its recommendations against the hidden click model.
 
-Replay metrics (Jurity's AUC, CTR, Precision, Recall, NDCG, MAP at k) are computed by Mab2Rec exactly as a
-user calling ``mab2rec.pipeline.benchmark`` would get them.  Ground-truth metrics use the click model's
-probability of every item for every test event:
+Replay metrics (Jurity's AUC, CTR, Precision, Recall, NDCG, MAP at k) equal what a user calling
+``mab2rec.pipeline.benchmark`` gets (tests compare them); they are computed from the lists by
+``pipeline.uncertainty.replay_details`` (Jurity's definitions, one sort instead of ``CombinedMetrics``).
+Ground-truth metrics use the click model's probability of the listed items for every test event:
 
 - ``true_ctr@k``: mean true click probability of the policy's top-k items (``true_ctr@1`` is the value of
   showing its first item);
@@ -11,7 +12,8 @@ probability of every item for every test event:
   clicks on different slots taken as independent;
 - ``true_regret@k``: the Oracle's ``true_ctr@k`` minus the policy's.
 
-The ``Oracle`` row recommends, for every test event, the items with the highest true probability.
+The ``Oracle`` row recommends, for every test event (or a seeded sample of ``oracle_events``), the items
+with the highest true probability.
 """
 
 from __future__ import annotations
@@ -85,10 +87,11 @@ def run_policy(spec: PolicySpec, features: FoldFeatures, item_vectors: pd.DataFr
                config: EvaluationConfig, seed: int, bootstrap: Bootstrap) -> PolicyRun:
     """Train ``spec`` on the fold's training rows and score it on its test rows.
 
-    These are the steps of Mab2Rec's ``benchmark`` for one recommender (``train``, ``score``, Jurity's
-    ``CombinedMetrics``) called one by one, so that the trained recommender stays available (for export and
-    diagnostics); a test checks the metrics equal ``benchmark``'s.  With ``engine: fast`` (the default)
-    scoring goes through ``pipeline.scoring`` instead of Mab2Rec's ``score`` wherever a fast scorer exists.
+    These are the steps of Mab2Rec's ``benchmark`` for one recommender (train, score, metrics) called one by
+    one, so that the trained recommender stays available (for export and diagnostics); a test checks the
+    metrics equal ``benchmark``'s.  ``engine: mab2rec`` calls Mab2Rec's own ``train`` and ``score``;
+    ``engine: fast`` (the default) trains with ``fit_in_batches`` and scores through ``pipeline.scoring``
+    wherever a fast scorer exists (Mab2Rec's ``score`` otherwise).
     """
     columns = [CONTEXT_ID, ITEM_ID, RESPONSE]
     recommender = spec.build(top_k=config.top_k, seed=seed, item_features=item_vectors)
