@@ -9,6 +9,7 @@ was found.
 from __future__ import annotations
 
 import difflib
+import itertools
 import types
 import typing
 from datetime import date
@@ -166,14 +167,34 @@ class PolicyConfig(Strict):
     params: dict[str, Any] = Field(default_factory=dict, description="its parameters (alpha, epsilon, ...)")
     neighborhood_policy: str | None = Field(None, description="any MABWiser NeighborhoodPolicy name")
     neighborhood_params: dict[str, Any] = Field(default_factory=dict)
+    grid: dict[str, list[Any]] = Field(default_factory=dict, description="parameter -> values: one policy per "
+                                                                         "combination, e.g. {alpha: [0.1, 1.0]}")
+
+    @field_validator("grid")
+    @classmethod
+    def _non_empty_values(cls, grid: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        empty = [name for name, values in grid.items() if not values]
+        if empty:
+            raise ValueError(f"grid values must be non-empty lists; {empty[0]!r} has none")
+        return grid
 
     @model_validator(mode="after")
     def _known_to_mabwiser(self) -> "PolicyConfig":
-        self.to_spec("check")
+        self.to_specs("check")
         return self
 
-    def to_spec(self, name: str) -> PolicySpec:
-        return make_policy_spec(name, **self.model_dump())
+    def to_specs(self, name: str) -> list[PolicySpec]:
+        """One spec, or one per combination of ``grid`` values (named ``NAME(alpha=0.1, ...)``), each
+        validated by MABWiser like a hand-written entry."""
+        fields = self.model_dump(exclude={"grid"})
+        if not self.grid:
+            return [make_policy_spec(name, **fields)]
+        specs = []
+        for values in itertools.product(*self.grid.values()):
+            chosen = dict(zip(self.grid, values))
+            label = f"{name}({', '.join(f'{key}={value}' for key, value in chosen.items())})"
+            specs.append(make_policy_spec(label, **{**fields, "params": {**self.params, **chosen}}))
+        return specs
 
 
 def _default_policies() -> dict[str, PolicyConfig]:
@@ -297,6 +318,14 @@ class PipelineConfig(Strict):
             raise ValueError(f"the policy name {reserved[0]!r} is reserved for the ground-truth row; choose another")
         return policies
 
+    @model_validator(mode="after")
+    def _distinct_expanded_names(self) -> "PipelineConfig":
+        names = [spec.name for spec in self.policy_specs()]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"policy name {repeated[0]!r} appears twice once grids are expanded; rename one")
+        return self
+
     @field_validator("executor", mode="before")
     @classmethod
     def _executor_shorthand(cls, value):
@@ -344,7 +373,8 @@ class PipelineConfig(Strict):
         return self.seed if self.data.synthetic.seed is None else self.data.synthetic.seed
 
     def policy_specs(self) -> list[PolicySpec]:
-        return [policy.to_spec(name) for name, policy in self.policies.items()]
+        """Every policy to evaluate, ``grid`` entries expanded."""
+        return [spec for name, policy in self.policies.items() for spec in policy.to_specs(name)]
 
     def resolved(self) -> dict[str, Any]:
         """The full config with every default filled in, as plain YAML-able data."""

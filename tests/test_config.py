@@ -2,6 +2,7 @@
 
 import pytest
 import yaml
+from mabwiser.mab import LearningPolicy
 
 from pipeline.config import PipelineConfig, load_config
 from pipeline.errors import ConfigError
@@ -88,4 +89,20 @@ def test_incompatible_neighborhood_combination_is_rejected(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("policies: {A: {learning_policy: LinUCB, neighborhood_policy: TreeBandit}}")
     with pytest.raises(ConfigError, match=r"'policies\.A': LinUCB with TreeBandit"):
+        load_config(path)
+
+
+def test_a_policy_grid_expands_into_one_validated_policy_per_combination(tmp_path):
+    path = tmp_path / "grid.yaml"
+    path.write_text("policies:\n  LinUCB: {learning_policy: LinUCB, params: {l2_lambda: 2.0},"
+                    " grid: {alpha: [0.1, 1.0], scale: [false, true]}}\n")
+    specs = load_config(path).policy_specs()
+    assert [spec.name for spec in specs] == ["LinUCB(alpha=0.1, scale=False)", "LinUCB(alpha=0.1, scale=True)",
+                                             "LinUCB(alpha=1.0, scale=False)", "LinUCB(alpha=1.0, scale=True)"]
+    assert specs[3].learning_policy == LearningPolicy.LinUCB(alpha=1.0, l2_lambda=2.0, scale=True)
+    path.write_text("policies:\n  LinUCB: {learning_policy: LinUCB, grid: {alhpa: [0.1]}}\n")
+    with pytest.raises(ConfigError, match="no parameter 'alhpa'"):
+        load_config(path)
+    path.write_text("policies:\n  LinUCB: {learning_policy: LinUCB, grid: {alpha: [-1.0]}}\n")
+    with pytest.raises(ConfigError, match="alpha"):
         load_config(path)

@@ -15,9 +15,9 @@ from pipeline.runner import run_pipeline
 
 from conftest import REPO
 
-GRID = {  # two seeds x two policies (one of them ours, with PyTorch), with every evaluation stage on
+GRID = {  # two seeds x three policies (a LinUCB parameter grid, and ours with PyTorch), every evaluation stage on
     "seeds": [3, 4],
-    "policies": {"LinUCB": {"learning_policy": "LinUCB"},
+    "policies": {"LinUCB": {"learning_policy": "LinUCB", "grid": {"alpha": [0.5, 2.0]}},
                  "NeuralLinear": {"learning_policy": "NeuralLinear",
                                   "params": {"warm_start_epochs": 2, "retrain_every": 400}}},
 }
