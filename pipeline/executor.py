@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-import time
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,15 +32,16 @@ from typing import Iterator
 import joblib
 import pandas as pd
 
+from pipeline.beyond_accuracy import beyond_accuracy_rows
 from pipeline.config import EvaluationConfig, ExecutorConfig
+from pipeline.data.dataset import ITEM_ID
 from pipeline.errors import ConfigError
 from pipeline.evaluation import GroundTruth, run_policy
 from pipeline.features import FoldFeatures
 from pipeline.offpolicy import RewardModel, off_policy_rows
 from pipeline.policies import PolicySpec
+from pipeline.timing import StageTimer
 from pipeline.uncertainty import Bootstrap
-from pipeline.beyond_accuracy import beyond_accuracy_rows
-from pipeline.data.dataset import ITEM_ID
 
 
 AUTO_PARALLEL_EVENTS = 100_000  # with workers: null, smaller folds run in this process
@@ -79,32 +79,27 @@ def evaluate_policy(context: FoldContext, spec: PolicySpec, threads: int) -> Pol
     """Train, score and measure one policy on one fold (the unit of work of every executor)."""
     if getattr(spec.learning_policy, "uses_torch", False):
         import torch  # noqa: F401 (imported before thread_limit, so its thread count is set too)
+    timer, evaluation, off_policy = StageTimer(), context.evaluation, None
     with thread_limit(threads):
-        seconds = {}
-        started = time.perf_counter()
-        result = run_policy(spec, context.features, context.item_vectors, context.fold, context.evaluation,
-                            context.seed, context.bootstrap)
-        seconds[f"policy:{spec.name}"] = time.perf_counter() - started
+        with timer.stage(f"policy:{spec.name}"):
+            result = run_policy(spec, context.features, context.item_vectors, context.fold, evaluation,
+                                context.seed, context.bootstrap)
         metrics = [result.metrics]
-        evaluation = context.evaluation
         if evaluation.beyond_accuracy:
-            started = time.perf_counter()
-            metrics.append(beyond_accuracy_rows(result.recommendations, context.features.train[ITEM_ID],
-                                                context.n_items, context.item_vectors, evaluation.k_list,
-                                                evaluation.diversity_sample, context.seed, spec.name, context.fold))
-            seconds["beyond_accuracy"] = time.perf_counter() - started
+            with timer.stage("beyond_accuracy"):
+                metrics.append(beyond_accuracy_rows(
+                    result.recommendations, context.features.train[ITEM_ID], context.n_items, context.item_vectors,
+                    evaluation.k_list, evaluation.diversity_sample, context.seed, spec.name, context.fold))
         if context.truth is not None:
-            started = time.perf_counter()
-            metrics.append(context.truth.metric_rows(result.recommendations, spec.name, context.fold,
-                                                     context.bootstrap))
-            seconds["ground_truth"] = time.perf_counter() - started
-        off_policy = None
+            with timer.stage("ground_truth"):
+                metrics.append(context.truth.metric_rows(result.recommendations, spec.name, context.fold,
+                                                         context.bootstrap))
         if context.reward_model is not None:
-            started = time.perf_counter()
-            off_policy = off_policy_rows(result.recommendations, context.features, context.propensity,
-                                         context.reward_model, spec.name, context.fold)
-            seconds["off_policy"] = time.perf_counter() - started
-    return PolicyOutcome(spec.name, metrics, result.recommendations, result.recommender, off_policy, seconds)
+            with timer.stage("off_policy"):
+                off_policy = off_policy_rows(result.recommendations, context.features, context.propensity,
+                                             context.reward_model, spec.name, context.fold)
+    return PolicyOutcome(spec.name, metrics, result.recommendations, result.recommender, off_policy,
+                         timer.seconds)
 
 
 @contextmanager
