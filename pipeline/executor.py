@@ -62,6 +62,12 @@ class FoldContext:
     reward_model: RewardModel | None = None
     propensity: object = None  # logged propensities of the test rows (off-policy), or None
 
+    def beyond_accuracy(self, recommendations: pd.DataFrame, policy: str) -> pd.DataFrame:
+        """Diversity, coverage and novelty rows of one policy's lists on this fold."""
+        evaluation = self.evaluation
+        return beyond_accuracy_rows(recommendations, self.features.train[ITEM_ID], self.n_items, self.item_vectors,
+                                    evaluation.k_list, evaluation.diversity_sample, self.seed, policy, self.fold)
+
 
 @dataclass
 class PolicyOutcome:
@@ -87,9 +93,7 @@ def evaluate_policy(context: FoldContext, spec: PolicySpec, threads: int) -> Pol
         metrics = [result.metrics]
         if evaluation.beyond_accuracy:
             with timer.stage("beyond_accuracy"):
-                metrics.append(beyond_accuracy_rows(
-                    result.recommendations, context.features.train[ITEM_ID], context.n_items, context.item_vectors,
-                    evaluation.k_list, evaluation.diversity_sample, context.seed, spec.name, context.fold))
+                metrics.append(context.beyond_accuracy(result.recommendations, spec.name))
         if context.truth is not None:
             with timer.stage("ground_truth"):
                 metrics.append(context.truth.metric_rows(result.recommendations, spec.name, context.fold,

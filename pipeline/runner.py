@@ -23,7 +23,6 @@ from tqdm.auto import tqdm
 
 from pipeline.config import PipelineConfig
 from pipeline.data import load_dataset
-from pipeline.beyond_accuracy import beyond_accuracy_rows
 from pipeline.data.dataset import CONTEXT_ID, ITEM_ID, PROPENSITY
 from pipeline.evaluation import ORACLE, GroundTruth, check_inputs, oracle_replay_rows
 from pipeline.executor import FoldContext, make_executor
@@ -193,9 +192,7 @@ def _run_seed(config: PipelineConfig, policies, run_dir: RunDirectory, timer: St
                 oracle_rows = [oracle_replay_rows(oracle, features, config.evaluation, fold.index, context.bootstrap),
                                context.truth.metric_rows(oracle, ORACLE, fold.index, context.bootstrap)]
                 if config.evaluation.beyond_accuracy:
-                    oracle_rows.append(beyond_accuracy_rows(
-                        oracle, features.train[ITEM_ID], dataset.n_items, vectors, config.evaluation.k_list,
-                        config.evaluation.diversity_sample, seed, ORACLE, fold.index))
+                    oracle_rows.append(context.beyond_accuracy(oracle, ORACLE))
                 tables.metrics += [frame.assign(seed=seed) for frame in oracle_rows]
         context.bootstrap.release()  # the tasks draw their own copy of the weights from the seed
         if use_off_policy:

@@ -49,7 +49,6 @@ class LinearScorer:
     def __init__(self, arms: list, betas: np.ndarray, inverses: np.ndarray | None, kind: str, alpha: float = 0.0,
                  epsilon: float = 0.0):
         self.arms, self.betas, self.kind, self.alpha, self.epsilon = arms, betas, kind, alpha, epsilon
-        self.inverses = inverses
         d = betas.shape[1]
         if inverses is not None and kind == "ucb":  # x^T A x = sum_{i<=j} c_ij x_i x_j, c_ii = A_ii, c_ij = 2 A_ij
             self._upper = np.triu_indices(d)
