@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= configs/default.yaml
+# The dashboard listens on this machine only; DASHBOARD_ADDRESS=0.0.0.0 exposes it (see README, Dashboard).
+DASHBOARD_ADDRESS ?= 127.0.0.1
+DASHBOARD_PORT ?= 8501
 
 .PHONY: install install-ray run test bench dashboard clean
 
@@ -31,7 +34,8 @@ bench: install
 	$(BIN)/python -m pipeline bench --events 1000000 --items 1000 --compare-events 300000
 
 dashboard: install
-	$(BIN)/python -m streamlit run dashboard/app.py --browser.gatherUsageStats false
+	$(BIN)/python -m streamlit run dashboard/app.py --browser.gatherUsageStats false \
+		--server.address $(DASHBOARD_ADDRESS) --server.port $(DASHBOARD_PORT)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

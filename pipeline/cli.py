@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import sys
+import tempfile
+import traceback
 import warnings
+from datetime import datetime
 from pathlib import Path
 
 import yaml
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, describe_os_error
 
 EPILOG = """examples:
   python -m pipeline run configs/default.yaml
@@ -42,22 +47,46 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="serve a run's trained policy over HTTP, learning from feedback")
     serve.add_argument("run_dir", help="a run directory, e.g. runs/20261125-000705-default")
     serve.add_argument("--policy", required=True, help="policy name as in the run's leaderboard, e.g. LinUCB")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only; "
+                                                            "0.0.0.0 exposes the service to the network)")
+    serve.add_argument("--port", type=port_number, default=8000, help="TCP port, 1-65535 (default 8000)")
     serve.add_argument("--store", help="SQLite file or redis:// URL for the feedback log and snapshots "
                                        "(default: RUN_DIR/serving/POLICY.sqlite)")
     serve.add_argument("--store-namespace", help="prefix of the Redis keys (default: bandit:RUN:POLICY)")
-    serve.add_argument("--batch-size", type=int, default=32, help="feedback events per partial_fit")
-    serve.add_argument("--snapshot-every", type=int, default=1000, help="learnt events between model snapshots")
+    serve.add_argument("--batch-size", type=positive_int, default=32, help="feedback events per partial_fit")
+    serve.add_argument("--snapshot-every", type=positive_int, default=1000,
+                       help="learnt events between model snapshots")
     return parser
+
+
+def port_number(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a TCP port is a whole number from 1 to 65535; got {text[:40]!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number; got {text[:40]!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1; got {text}")
+    return value
 
 
 def serve(args) -> int:
     import uvicorn
 
+    from pipeline.rundir import check_complete_run
     from pipeline.runner import safe_name
     from pipeline.serving.app import create_app
 
+    check_complete_run(Path(args.run_dir))
     store = args.store or Path(args.run_dir) / "serving" / f"{safe_name(args.policy)}.sqlite"
     app = create_app(Path(args.run_dir), args.policy, store, args.batch_size, args.snapshot_every,
                      namespace=args.store_namespace)
@@ -73,41 +102,64 @@ def _quiet_library_warnings() -> None:
     warnings.filterwarnings("ignore", message="A value is trying to be set on a copy", category=FutureWarning)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: cleaned up exactly like Ctrl-C."""
+
+
+def _terminate_like_ctrl_c(signum, frame) -> None:
+    for name in ("SIGTERM", "SIGHUP"):  # one clean-up: a second signal must not interrupt it
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
+    raise Terminated(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["bench"]:
-        from pipeline.bench import main as bench
-
-        _quiet_library_warnings()
-        logging.basicConfig(level=logging.WARNING)
-        return bench(argv[1:])
-    args = build_parser().parse_args(argv)
-    _quiet_library_warnings()
-    logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
-    from pipeline.config import load_config  # imported here so --help stays instant
-
-    if args.command == "serve":
-        try:
-            return serve(args)
-        except PipelineError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return error.exit_code
+    output_dir = None
     try:
+        if argv[:1] == ["bench"]:
+            from pipeline.bench import main as bench
+
+            _quiet_library_warnings()
+            logging.basicConfig(level=logging.WARNING)
+            return bench(argv[1:])
+        args = build_parser().parse_args(argv)
+        _quiet_library_warnings()
+        logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
+                            format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+        if args.command == "serve":
+            return serve(args)
+        from pipeline.config import load_config  # imported here so --help stays instant
+
         config = load_config(args.config, args.overrides)
+        output_dir = config.run.output_dir
         if args.command == "config":
             print(yaml.safe_dump(config.resolved(), sort_keys=False), end="")
             return 0
-        from pipeline.report import format_leaderboard
-        from pipeline.runner import run_pipeline
-
-        outcome = run_pipeline(config, progress=not args.quiet)
+        return run(config, args.quiet)
     except PipelineError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
-    except KeyboardInterrupt:
-        print("interrupted: no run directory was written", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:
+        kind = "terminated" if isinstance(interrupt, Terminated) else "interrupted"
+        print(f"{kind}: no run directory was written", file=sys.stderr)
+        return 128 + (interrupt.args[0] if isinstance(interrupt, Terminated) else signal.SIGINT)
+    except OSError as error:
+        message = describe_os_error(error)
+        if message is None:
+            return internal_error(output_dir)
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    except Exception:
+        return internal_error(output_dir)
+
+
+def run(config, quiet: bool) -> int:
+    from pipeline.report import format_leaderboard
+    from pipeline.runner import run_pipeline
+
+    for name in ("SIGTERM", "SIGHUP"):
+        signal.signal(getattr(signal, name), _terminate_like_ctrl_c)
+    outcome = run_pipeline(config, progress=not quiet)
     k = config.evaluation.leaderboard_k
     folds, seeds = outcome.metrics["fold"].nunique(), outcome.metrics["seed"].nunique()
     print(f"\nLeaderboard (k={k}, mean over {folds} fold(s) and {seeds} seed(s)) - run {outcome.path}")
@@ -128,3 +180,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: {note}")
     print(f"\nfinished in {outcome.timings['total']:.1f} s")
     return 0
+
+
+def internal_error(output_dir: Path | None) -> int:
+    """A bug of ours, not the user's: one paragraph, the traceback in a file, exit code 1."""
+    text = traceback.format_exc()
+    name = f"error-{datetime.now().strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
+    report = None
+    for folder in ([Path(output_dir) / ".errors"] if output_dir else []) + [Path(tempfile.gettempdir())]:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text(f"python -m pipeline {' '.join(sys.argv[1:])}\n\n{text}")
+            report = folder / name
+            break
+        except OSError:
+            continue
+    last = text.strip().splitlines()[-1][:300]
+    where = f"the full traceback is in {report}" if report else f"the traceback could not be saved:\n{text}"
+    print(f"internal error: this is a bug in the pipeline, not a problem with your config or data ({last}); "
+          f"{where}. Please report it with that file. No run directory was written.", file=sys.stderr)
+    return 1

@@ -72,6 +72,16 @@ class ColumnNames(Strict):
     propensity: str = Field("propensity", description="optional column; used when present")
     timestamp: str = Field("timestamp", description="optional column; needed by split.method=temporal")
 
+    @model_validator(mode="after")
+    def _distinct_columns(self) -> "ColumnNames":
+        used: dict[str, str] = {}
+        for key, column in self.model_dump().items():
+            if column in used:
+                raise ValueError(f"'{used[column]}' and '{key}' both name the column {column!r}; each role needs a "
+                                 "column of its own")
+            used[column] = key
+        return self
+
 
 class FilesConfig(Strict):
     interactions: Path | None = Field(None, description="one file, split by time or folds")
@@ -159,6 +169,11 @@ class FeaturesConfig(Strict):
     context_numeric: list[str] | None = Field(None, description="user + event context; null: inferred")
     exclude: list[str] = Field(default_factory=list, description="feature columns to ignore")
     time_flags: bool = Field(False, description="add daypart and weekend flags from the timestamp (per event)")
+    context_scaling: Literal["standard", "minmax", "none"] = Field(
+        "standard", description="numeric context columns: standard (zero mean, unit variance on the fold's training "
+                                "rows), minmax (0-1 on the training rows) or none (as given, like Mab2Rec)")
+    item_scaling: Literal["standard", "minmax", "none"] = Field(
+        "standard", description="numeric item columns, scaled over the catalog the same ways")
 
 
 # ----------------------------------------------------------------------------------------- policies
@@ -349,6 +364,15 @@ class PipelineConfig(Strict):
         return self
 
     @model_validator(mode="after")
+    def _lists_fit_the_catalog(self) -> "PipelineConfig":
+        n_items = self.data.synthetic.n_items
+        if self.data.source == "synthetic" and self.evaluation.top_k > n_items:
+            raise ValueError(f"evaluation.top_k={self.evaluation.top_k} is more than data.synthetic.n_items={n_items}: "
+                             "no list can hold more different items than the shop has; set evaluation.top_k and "
+                             f"every k in evaluation.k_list (now {self.evaluation.k_list}) to at most {n_items}")
+        return self
+
+    @model_validator(mode="after")
     def _split_matches_data(self) -> "PipelineConfig":
         separate_files = self.data.source == "files" and self.data.files.train is not None
         if separate_files and self.split.method not in (None, "given"):
@@ -414,15 +438,50 @@ def apply_override(raw: dict[str, Any], path: list[str], value: Any, text: str) 
         node[path[-1]] = value
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key repeated in one mapping is an error (PyYAML keeps the last one
+    silently, so a second ``LinUCB:`` entry would replace the first)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, typing.Hashable) and key in seen:
+                raise ConfigError(f"{self.name}: the key {key!r} appears twice in one block, at lines {seen[key]} and "
+                                  f"{line}; YAML would silently keep only the last one. Merge or rename them")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: Path) -> Any:
+    """The YAML document in ``path``; ``ConfigError`` for an unreadable, non-UTF-8 or invalid file, or a repeated key."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = path.read_bytes()[: error.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {error.object[error.start]:#04x} at line {line}); "
+                          "save it as UTF-8") from None
+    except OSError as error:
+        raise ConfigError(f"config file {path} cannot be read: {error.strerror}") from None
+    loader = _UniqueKeyLoader(text)
+    loader.name = str(path)
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(error).split())}") from None
+    finally:
+        loader.dispose()
+
+
 def load_config(path: str | Path, overrides: list[str] = ()) -> PipelineConfig:
     """Read, override and validate a config file; raise ``ConfigError`` with one clear paragraph."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a directory; expected a YAML file, e.g. configs/default.yaml")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist (expected a YAML file, e.g. configs/default.yaml)")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(error).split())}") from None
+    raw = read_yaml(path) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of keys at the top level, found {type(raw).__name__}")
     overridden = set()
@@ -448,15 +507,24 @@ def describe_validation_error(error: ValidationError, path: Path, overridden: se
     for item in error.errors():
         loc = [str(part) for part in item["loc"]]
         key = ".".join(loc) or "(top level)"
-        origin = " (from --set)" if any(tuple(loc[: len(o)]) == o for o in overridden) else ""
+        # A value set with --set may be reported at its own key or at a block above it (a policy's MABWiser check
+        # reports the policy), so either path may be the prefix of the other.
+        # A check across blocks (reported at the top level) names its keys in the message.
+        origin = " (from --set)" if any(_nested(tuple(loc), keys) or (not loc and ".".join(keys) in item["msg"])
+                                        for keys in overridden) else ""
         if item["type"] == "extra_forbidden":
             problems.append(_unknown_key_message(loc, origin))
             continue
         message = item["msg"].removeprefix("Value error, ")
         found = item.get("input")
         shown = "" if isinstance(found, dict) or item["type"] == "missing" else f"; found {found!r}"
-        problems.append(f"'{key}'{origin}: {message}{shown}")
-    return f"{path}: invalid config: " + "; ".join(problems) + "."
+        problems.append(f"'{key}'{origin}: {message}{shown}" if loc else f"{message}{shown}{origin}")
+    return f"{path}: invalid config: " + "; ".join(problem.rstrip(". ") for problem in problems) + "."
+
+
+def _nested(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    n = min(len(a), len(b))
+    return n > 0 and a[:n] == b[:n]
 
 
 def _unknown_key_message(loc: list[str], origin: str) -> str:

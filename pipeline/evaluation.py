@@ -71,16 +71,48 @@ class PolicyRun:
 
 
 def check_inputs(policies: list[PolicySpec], features: FoldFeatures, item_vectors: pd.DataFrame | None,
-                 config: EvaluationConfig, dataset: Dataset) -> None:
+                 config: EvaluationConfig, dataset: Dataset, fold: int) -> None:
     """Fail with a clear message where Mab2Rec would fail with a generic one (or silently differ)."""
+    if config.warm_start and item_vectors is None:
+        raise ConfigError("evaluation.warm_start is true but the data has no item features to warm start from "
+                          "(data.files.item_features)")
+    # Mab2Rec's arms are the items of the training rows (the whole catalog with warm start).  A list longer than
+    # that cannot be filled: its metrics at k would be those of a shorter list under a false label (Recall@50 =
+    # 1 with 40 items), and the Oracle's k best items would not be comparable to them.
+    arms = len(item_vectors) if config.warm_start else features.train[ITEM_ID].nunique()
+    if config.top_k > arms:
+        where = "the catalog" if config.warm_start else f"the training rows of fold {fold}"
+        raise ConfigError(f"evaluation.top_k={config.top_k} but {dataset.source('interactions')} offers only {arms} "
+                          f"item(s) to recommend ({where}), so no list can hold {config.top_k} different items; set "
+                          f"evaluation.top_k and every k in evaluation.k_list (now {config.k_list}) to at most {arms}")
+    for spec in policies:
+        needed = _rows_needed(spec)
+        if needed > len(features.train):
+            raise ConfigError(f"policy {spec.name!r} needs at least {needed} training rows ({_needed_reason(spec)}) but "
+                              f"fold {fold} of {dataset.source('interactions')} has {len(features.train)}; use more "
+                              "events or lower that parameter")
     contextual = [spec.name for spec in policies if spec.is_contextual]
     if contextual and features.contexts is None:
         raise ConfigError(f"policies {contextual} need context features, but {dataset.source('interactions')} has "
                           "no user features (data.files.user_features) and no event context "
                           "(data.files.event_context); add one or remove those policies")
-    if config.warm_start and item_vectors is None:
-        raise ConfigError("evaluation.warm_start is true but the data has no item features to warm start from "
-                          "(data.files.item_features)")
+
+
+def _rows_needed(spec: PolicySpec) -> int:
+    """Training rows a neighborhood policy needs to be fitted at all (KMeans needs a row per cluster, k-NN k)."""
+    neighborhood = spec.neighborhood_policy
+    if isinstance(neighborhood, NeighborhoodPolicy.Clusters):
+        return neighborhood.n_clusters
+    if isinstance(neighborhood, NeighborhoodPolicy.KNearest):
+        return neighborhood.k
+    return 1
+
+
+def _needed_reason(spec: PolicySpec) -> str:
+    neighborhood = spec.neighborhood_policy
+    if isinstance(neighborhood, NeighborhoodPolicy.Clusters):
+        return f"KMeans with n_clusters={neighborhood.n_clusters} needs a row per cluster"
+    return f"KNearest with k={neighborhood.k} needs k rows"
 
 
 def run_policy(spec: PolicySpec, features: FoldFeatures, item_vectors: pd.DataFrame | None, fold: int,

@@ -10,8 +10,11 @@ processes and Ray against the in-process run.
 - ``local`` with one worker runs tasks in this process; with more, in a pool of spawned processes (spawn,
   not fork: PyTorch's OpenMP threads do not survive a fork), one pool per fold, so no worker outlives the
   fold context it loaded.  ``workers: null`` uses one per core, but runs folds under 100k events in this
-  process (starting a pool costs about 3 s).  The fold context goes to the workers through a temporary
-  file that the runner and each worker memory-map, so its arrays are in memory once, not once per process.
+  process (starting a pool costs about 3 s).  The fold context goes to the workers through a file in the
+  run's scratch folder that the runner and each worker memory-map, so its arrays are in memory once, not
+  once per process.  Workers die with the runner, even a runner killed with ``kill -9`` (a parent-death
+  signal, and a watchdog thread where that is not available), and an interrupted runner (Ctrl-C, SIGTERM)
+  terminates them instead of waiting for their tasks.
 - ``ray`` submits the tasks to the cluster ``RAY_ADDRESS`` names, or to a local Ray instance it starts;
   the fold context is put in Ray's object store once per fold.  Ray is an optional install
   (``requirements-ray.txt``).
@@ -19,9 +22,12 @@ processes and Ray against the in-process run.
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import sys
-import tempfile
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -127,14 +133,14 @@ def thread_limit(threads: int) -> Iterator[None]:
 class LocalExecutor:
     """In-process for one worker; otherwise a pool of spawned processes per fold."""
 
-    def __init__(self, config: ExecutorConfig, max_tasks: int):
+    def __init__(self, config: ExecutorConfig, max_tasks: int, scratch: Path):
         cores = os.cpu_count() or 1
+        self.scratch = scratch
         self.fixed_workers = config.workers
         self.workers = max(1, min(config.workers or cores // (config.threads_per_task or 1), max_tasks))
         self.threads = config.threads_per_task or max(1, cores // self.workers)
         self.threads_in_process = config.threads_per_task or cores
         self._pool = None
-        self._folder = None
         self._paths: dict[int, str] = {}  # id of a shared context -> its file
 
     def _parallel(self, context: FoldContext, n_tasks: int) -> bool:
@@ -147,9 +153,7 @@ class LocalExecutor:
         memory-mapped, so the runner and every worker share one read-only copy of its arrays."""
         if not self._parallel(context, n_tasks):
             return context
-        if self._folder is None:
-            self._folder = tempfile.TemporaryDirectory(prefix="bandit-fold-")
-        path = Path(self._folder.name) / f"seed{context.seed}-fold{context.fold}.joblib"
+        path = Path(self.scratch) / f"seed{context.seed}-fold{context.fold}.joblib"
         joblib.dump(context, path)
         shared = joblib.load(path, mmap_mode="r")
         self._paths[id(shared)] = str(path)
@@ -162,27 +166,60 @@ class LocalExecutor:
                 yield evaluate_policy(context, spec, self.threads_in_process)
             return
         path = self._paths.pop(id(context))
-        self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"))
+        self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"), initializer=die_with_parent,
+                                         initargs=(os.getpid(),))
         futures = {spec.name: self._pool.submit(_evaluate_from_file, path, spec, self.threads)
                    for spec in heaviest_first(specs)}
         futures = [futures[spec.name] for spec in specs]
+        finished = False
         try:
             for future in futures:
                 yield future.result()
+            finished = True
         finally:
             # The workers hold this fold's context until they exit: a new pool per fold keeps memory bounded
             # (starting one costs about 3 s, small next to a fold of 100k+ events).
-            self._pool.shutdown(cancel_futures=True)
-            self._pool = None
+            self._stop_pool(wait=finished)
             Path(path).unlink(missing_ok=True)
 
+    def _stop_pool(self, wait: bool) -> None:
+        """Shut the pool down; unless ``wait``, terminate the workers instead of letting running tasks finish
+        (an interrupted or failed run must not wait minutes for work it will throw away)."""
+        if self._pool is None:
+            return
+        workers = list((self._pool._processes or {}).values())  # no public handle on the workers before 3.14
+        if not wait:
+            for worker in workers:
+                worker.terminate()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool = None
+
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
-            self._pool = None
-        if self._folder is not None:
-            self._folder.cleanup()
-            self._folder = None
+        self._stop_pool(wait=False)
+
+
+PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h): a signal the kernel sends this process when its parent dies
+
+
+def die_with_parent(parent: int) -> None:
+    """Pool initializer: end this worker when the runner that started it ends, however it ends.
+
+    On Linux the kernel sends SIGKILL at the parent's death (``prctl(PR_SET_PDEATHSIG)``); a daemon thread
+    that polls the parent id covers other systems and a parent that died before the call.
+    """
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass  # not Linux: the watchdog below does it
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    if os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
 
 
 _LOADED: dict[str, FoldContext] = {}  # per worker process: the fold context it last loaded
@@ -241,5 +278,6 @@ def heaviest_first(specs: list[PolicySpec]) -> list[PolicySpec]:
     return sorted(specs, key=cost)
 
 
-def make_executor(config: ExecutorConfig, max_tasks: int):
-    return RayExecutor(config, max_tasks) if config.kind == "ray" else LocalExecutor(config, max_tasks)
+def make_executor(config: ExecutorConfig, max_tasks: int, scratch: Path):
+    """``scratch``: a folder for the files local workers share (the run's work folder)."""
+    return RayExecutor(config, max_tasks) if config.kind == "ray" else LocalExecutor(config, max_tasks, scratch)

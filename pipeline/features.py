@@ -2,10 +2,11 @@
 
 - Contexts (what a policy sees when it recommends): user attributes, plus the event's own context
   columns and optional time flags when contexts are events.  Categorical columns are one-hot encoded and
-  numeric ones standardised; both are fitted on the training rows of the fold only.
+  numeric ones scaled as ``features.context_scaling`` says (standardised by default, or min-max, or left as
+  given, which is what Mab2Rec does); both are fitted on the training rows of the fold only.
 - Items: TextWiser over the item text columns (the YAML schema, TF-IDF then SVD by default), plus
-  one-hot categories and standardised numbers, fitted on the whole catalog (no responses are used, and
-  the catalog is known before any event).
+  one-hot categories and numbers scaled as ``features.item_scaling`` says, fitted on the whole catalog (no
+  responses are used, and the catalog is known before any event).
 
 The fitted featurizers are saved with the run, so a new user or event can be featurized the same way.
 """
@@ -24,7 +25,7 @@ import numpy as np
 import pandas as pd
 import sklearn
 from sklearn.compose import ColumnTransformer
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, StandardScaler
 
 from pipeline.config import FeaturesConfig
 from pipeline.data.dataset import CONTEXT_ID, EVENT_ID, ITEM_ID, RESPONSE, USER_ID, Dataset
@@ -36,20 +37,23 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger("pipeline")
 MAX_CATEGORIES = 50  # rarer levels of a categorical column share one "infrequent" indicator
+SCALERS = {"standard": StandardScaler, "minmax": MinMaxScaler, "none": lambda: "passthrough"}
 
 
 class TabularFeaturizer:
-    """One-hot categorical + standardised numeric columns, with the scikit-learn fit/transform contract."""
+    """One-hot categorical + numeric columns scaled by ``scaling`` (``standard``, ``minmax`` or ``none``), with
+    the scikit-learn fit/transform contract."""
 
-    def __init__(self, categorical: list[str], numeric: list[str]):
+    def __init__(self, categorical: list[str], numeric: list[str], scaling: str = "standard"):
         self.categorical = categorical
         self.numeric = numeric
+        self.scaling = scaling
 
     def fit(self, frame: pd.DataFrame) -> "TabularFeaturizer":
         encoder = OneHotEncoder(handle_unknown="infrequent_if_exist", max_categories=MAX_CATEGORIES,
                                 sparse_output=False)
         self.transformer_ = ColumnTransformer(
-            [("categorical", encoder, self.categorical), ("numeric", StandardScaler(), self.numeric)],
+            [("categorical", encoder, self.categorical), ("numeric", SCALERS[self.scaling](), self.numeric)],
             verbose_feature_names_out=False,
         )
         prepared = self._prepared(frame)
@@ -59,7 +63,7 @@ class TabularFeaturizer:
             # combination once (scikit-learn counts object columns in Python: 8 s at 1M rows); the scaler is
             # then refitted on every row, giving exactly what a fit on all rows gives.
             self.transformer_.fit(prepared.drop_duplicates(self.categorical))
-            if self.numeric:
+            if self.numeric and self.scaling != "none":
                 self.transformer_.named_transformers_["numeric"].fit(prepared[self.numeric])
         else:
             self.transformer_.fit(prepared)
@@ -77,7 +81,7 @@ class TabularFeaturizer:
         """
         if not hasattr(self, "_fast_"):
             self._fast_ = self._fast_plan()
-        lookups, offset, means, scales, width = self._fast_
+        lookups, offset, width = self._fast_
         out = np.zeros((len(records), width))
         for row, record in enumerate(records):
             for column, (mapping, fallback) in lookups.items():
@@ -85,7 +89,12 @@ class TabularFeaturizer:
                 if position is not None:
                     out[row, position] = 1.0
             out[row, offset:] = [float(record[c]) for c in self.numeric]
-        out[:, offset:] = (out[:, offset:] - means) / scales
+        scaler = self.transformer_.named_transformers_.get("numeric")
+        scaling = getattr(self, "scaling", "standard")  # featurizers saved before the option were standard
+        if self.numeric and scaling == "standard":  # the same operations as the scaler's transform, bit for bit
+            out[:, offset:] = (out[:, offset:] - scaler.mean_) / scaler.scale_
+        elif self.numeric and scaling == "minmax":
+            out[:, offset:] = out[:, offset:] * scaler.scale_ + scaler.min_
         return out
 
     def _fast_plan(self):
@@ -101,10 +110,7 @@ class TabularFeaturizer:
             mapping.update({value: fallback for value in rare})
             lookups[column] = (mapping, fallback)
             position += len(frequent) + (1 if rare else 0)
-        scaler = self.transformer_.named_transformers_.get("numeric")
-        means = scaler.mean_ if self.numeric else np.zeros(0)
-        scales = scaler.scale_ if self.numeric else np.ones(0)
-        return lookups, position, means, scales, position + len(self.numeric)
+        return lookups, position, position + len(self.numeric)
 
     def _prepared(self, frame: pd.DataFrame) -> pd.DataFrame:
         frame = frame[self.categorical + self.numeric].copy()
@@ -195,7 +201,17 @@ def item_featurizer(dataset: Dataset, config: FeaturesConfig, seed: int) -> Item
     categorical, numeric = infer_feature_columns(items, [ITEM_ID] + text, config.item_categorical, config.item_numeric,
                                             config.exclude, origin, "features.item")
     _reject_nan(items, text + categorical + numeric, origin, ITEM_ID)
-    return ItemFeaturizer(text, config.item_text.text_schema, TabularFeaturizer(categorical, numeric), seed).fit(items)
+    featurizer = ItemFeaturizer(text, config.item_text.text_schema,
+                                TabularFeaturizer(categorical, numeric, config.item_scaling), seed)
+    try:
+        return featurizer.fit(items)
+    except ValueError as error:  # scikit-learn's TF-IDF/SVD/NMF/LDA refusing this text (the user's to fix)
+        blank = int(items[text].astype(str).agg("".join, axis=1).str.strip().isin(["", "nan", "None"]).sum()) \
+            if text else 0
+        raise DataError(f"{origin}: TextWiser could not featurize the item text in {text} "
+                        f"(features.item_text.schema {config.item_text.text_schema}): {' '.join(str(error).split())}. "
+                        f"{blank} of {len(items)} item(s) have no text. Fill the text columns, change the schema "
+                        "(e.g. min_df, n_components) or set features.item_text.columns: [] to use no text") from None
 
 
 def item_vectors(featurizer: ItemFeaturizer, items: pd.DataFrame) -> pd.DataFrame:
@@ -266,7 +282,7 @@ def build_fold_features(dataset: Dataset, fold: Fold, config: FeaturesConfig) ->
         _reject_nan(dataset.users, [c for c in used if c in dataset.users], dataset.source("users"), USER_ID)
     logged = dataset.interactions
     _reject_nan(logged, [c for c in used if c in dataset.event_context], dataset.source("interactions"), EVENT_ID)
-    featurizer = TabularFeaturizer(categorical, numeric).fit(raw_train)
+    featurizer = TabularFeaturizer(categorical, numeric, config.context_scaling).fit(raw_train)
     contexts = pd.concat([raw[[CONTEXT_ID]], pd.DataFrame(featurizer.transform(raw),
                                                           columns=featurizer.feature_names_)], axis=1)
     return FoldFeatures(contexts, train, test, featurizer)

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from pipeline.config import PipelineConfig
 from pipeline.data import load_dataset
-from pipeline.data.dataset import CONTEXT_ID, ITEM_ID, PROPENSITY
+from pipeline.data.dataset import CONTEXT_ID, ITEM_ID, PROPENSITY, RESPONSE
 from pipeline.evaluation import ORACLE, GroundTruth, check_inputs, oracle_replay_rows
 from pipeline.executor import FoldContext, make_executor
 from pipeline.features import fold_features, item_featurizer, item_vectors
@@ -80,7 +80,7 @@ def run_pipeline(config: PipelineConfig, progress: bool = True) -> RunOutcome:
         bar = tqdm(total=len(seeds) * n_folds * len(policies), desc="policies", unit="policy", disable=not progress)
         tables.recommendations = RecommendationsFile(run_dir.file("recommendations.parquet"),
                                                      config.evaluation.leaderboard_k)
-        executor = make_executor(config.executor, max_tasks=len(policies))
+        executor = make_executor(config.executor, max_tasks=len(policies), scratch=run_dir.work_dir)
         try:
             for seed in seeds:
                 _run_seed(config.model_copy(update={"seed": seed}), policies, run_dir, timer, bar, tables, executor)
@@ -173,7 +173,12 @@ def _run_seed(config: PipelineConfig, policies, run_dir: RunDirectory, timer: St
     for fold in folds:
         with timer.stage("context_features"):
             features = fold_features(dataset, fold, config)
-        check_inputs(policies, features, vectors, config.evaluation, dataset)
+        check_inputs(policies, features, vectors, config.evaluation, dataset, fold.index)
+        for note in replay_support_notes(features.test[RESPONSE].to_numpy(), seed, fold.index,
+                                         dataset.click_model is not None):
+            if note not in tables.notes:
+                tables.notes.append(note)
+                log.warning(note)
         tables.folds.append({"seed": seed, "fold": fold.index, "n_train": len(features.train),
                              "n_test": len(features.test), "n_test_contexts": int(features.test["context_id"].nunique())})
         tables.test_contexts.append(pd.DataFrame({"seed": seed, "fold": fold.index,
@@ -221,6 +226,20 @@ def _run_seed(config: PipelineConfig, policies, run_dir: RunDirectory, timer: St
             curves, summary = simulate(config, dataset, vectors, policies, seed)
         tables.simulation.append(curves.assign(seed=seed))
         tables.simulation_summary.append(summary.assign(seed=seed))
+
+
+def replay_support_notes(test_responses: np.ndarray, seed: int, fold: int, has_truth: bool) -> list[str]:
+    """Why replay metrics of a fold will be n/a: a test split without a click, or with nothing but clicks."""
+    clicks, n = int(test_responses.sum()), len(test_responses)
+    elsewhere = ("the ground-truth columns (true_*) still rank the policies" if has_truth else
+                 "use more data, a larger split.test_fraction, or split.method: kfold")
+    if clicks == 0:
+        return [f"seed {seed} fold {fold}: the test split holds no click among its {n} events, so every replay metric "
+                f"(AUC, CTR, Precision, Recall, NDCG, MAP) is undefined there (n/a); {elsewhere}"]
+    if clicks == n:
+        return [f"seed {seed} fold {fold}: every one of the {n} test events is a click, so AUC (which compares "
+                f"clicked with unclicked items) is undefined there (n/a); {elsewhere}"]
+    return []
 
 
 def item_map(vectors: pd.DataFrame, items: pd.DataFrame, seed: int) -> pd.DataFrame:

@@ -6,9 +6,6 @@ import joblib
 import numpy as np
 import pandas as pd
 import pytest
-from jurity.recommenders import BinaryRecoMetrics, RankingRecoMetrics
-from mab2rec import BanditRecommender, LearningPolicy, NeighborhoodPolicy
-from mab2rec.pipeline import benchmark
 
 from pipeline.config import load_config
 from pipeline.runner import run_pipeline
@@ -131,64 +128,6 @@ def test_saved_featurizers_featurize_a_new_context_the_same_way(tiny_run):
     np.testing.assert_allclose(items.transform(catalog), saved_vectors.drop(columns="item_id").to_numpy())
 
 
-DETERMINISTIC = {"LinUCB": {"learning_policy": "LinUCB", "params": {"alpha": 1.0}},
-                 "LinGreedy": {"learning_policy": "LinGreedy", "params": {"epsilon": 0.0}}}
-
-
-@pytest.mark.parametrize("engine", ["mab2rec", "fast"])
-def test_byo_run_equals_mab2rec_benchmark_called_directly(byo_config, sample_files, engine):
-    """Our pipeline on BYO data = Mab2Rec's benchmark on the same split, features, parameters and seed: every
-    policy with Mab2Rec's own scoring, the deterministic ones with our fast engine (sampling ones: see
-    tests/test_scoring.py)."""
-    changes = {"evaluation__engine": engine} if engine == "mab2rec" else {"policies": DETERMINISTIC}
-    config = load_config(byo_config(**changes))
-    outcome = run_pipeline(config, progress=False)
-
-    # The same temporal split, built here from the raw file: the latest 25% of events are the test set.
-    log = pd.read_csv(sample_files / "interactions.csv", parse_dates=["timestamp"])
-    log = log.rename(columns={"clicked": "response"})
-    order = np.argsort(log["timestamp"].to_numpy(), kind="stable")
-    n_test = round(len(log) * 0.25)
-    train, test = log.iloc[np.sort(order[:-n_test])], log.iloc[np.sort(order[-n_test:])]
-    # The user features as the run's saved featurizer encodes them.
-    users = pd.read_csv(sample_files / "users.csv")
-    users = users[users["user_id"].isin(log["user_id"])].reset_index(drop=True)
-    featurizer = joblib.load(outcome.path / "artifacts/seed_7/fold_0/context_featurizer.joblib")
-    user_features = pd.concat([users[["user_id"]], pd.DataFrame(featurizer.transform(users),
-                                                                columns=featurizer.feature_names_)], axis=1)
-    recommenders = {
-        "LinGreedy": BanditRecommender(LearningPolicy.LinGreedy(epsilon=0.0), top_k=5, seed=7),
-        "LinUCB": BanditRecommender(LearningPolicy.LinUCB(alpha=1.0), top_k=5, seed=7),
-    } if engine == "fast" else {
-        "Random": BanditRecommender(LearningPolicy.Random(), top_k=5, seed=7),
-        "Popularity": BanditRecommender(LearningPolicy.Popularity(), top_k=5, seed=7),
-        "LinGreedy": BanditRecommender(LearningPolicy.LinGreedy(epsilon=0.1), top_k=5, seed=7),
-        "LinUCB": BanditRecommender(LearningPolicy.LinUCB(alpha=1.0), top_k=5, seed=7),
-        "LinTS": BanditRecommender(LearningPolicy.LinTS(alpha=1.0), top_k=5, seed=7),
-        "ClustersTS": BanditRecommender(LearningPolicy.ThompsonSampling(), NeighborhoodPolicy.Clusters(5),
-                                        top_k=5, seed=7),
-    }
-    metrics = []
-    for k in (1, 3, 5):
-        for metric in (BinaryRecoMetrics.AUC, BinaryRecoMetrics.CTR, RankingRecoMetrics.Precision,
-                       RankingRecoMetrics.Recall, RankingRecoMetrics.NDCG, RankingRecoMetrics.MAP):
-            metrics.append(metric(click_column="score", k=k))
-    _, direct = benchmark(recommenders, metrics, train[["user_id", "item_id", "response"]],
-                          test[["user_id", "item_id", "response"]], user_features=user_features)
-
-    ours = outcome.metrics[outcome.metrics["metric"].isin(["AUC", "CTR", "Precision", "Recall", "NDCG", "MAP"])]
-    names = {"AUC": "AUC(score)", "CTR": "CTR(score)"}
-    compared = 0
-    for row in ours.itertuples():
-        expected = direct[row.policy][f"{names.get(row.metric, row.metric)}@{row.k}"]
-        if np.isnan(expected):
-            assert np.isnan(row.value)
-        else:
-            assert row.value == pytest.approx(expected, abs=1e-12), (row.policy, row.metric, row.k)
-        compared += 1
-    assert compared == len(recommenders) * 6 * 3
-
-
 def test_kfold_split_keeps_each_user_on_one_side(byo_config):
     config = load_config(byo_config(split__method="kfold", split__n_folds=3))
     outcome = run_pipeline(config, progress=False)
@@ -258,26 +197,6 @@ def test_warm_start_of_cold_items_uses_the_item_vectors(byo_config, sample_files
     cold = run_pipeline(load_config(byo_config()), progress=False)
     cold_recs = pd.read_parquet(cold.path / "recommendations.parquet")
     assert 3 not in set(cold_recs["item_id"])  # Mab2Rec only recommends items it was trained on
-
-
-def test_unshuffled_kfold_reproduces_mab2rec_cv(byo_config, sample_files):
-    """split.shuffle: false gives exactly the folds and metrics of Mab2Rec's benchmark(cv=3)."""
-    config = load_config(byo_config(split__method="kfold", split__n_folds=3, split__shuffle=False))
-    outcome = run_pipeline(config, progress=False)
-    log = pd.read_csv(sample_files / "interactions.csv").rename(columns={"clicked": "response"})
-    users = pd.read_csv(sample_files / "users.csv")
-    users = users[users["user_id"].isin(log["user_id"])].reset_index(drop=True)
-    recommenders = {"LinUCB": BanditRecommender(LearningPolicy.LinUCB(alpha=1.0), top_k=5, seed=7)}
-    metrics = [BinaryRecoMetrics.CTR(click_column="score", k=5), RankingRecoMetrics.Recall(click_column="score", k=5)]
-    for fold in range(3):
-        featurizer = joblib.load(outcome.path / f"artifacts/seed_7/fold_{fold}/context_featurizer.joblib")
-        features = pd.concat([users[["user_id"]], pd.DataFrame(featurizer.transform(users),
-                                                               columns=featurizer.feature_names_)], axis=1)
-        _, direct = benchmark(recommenders, metrics, log[["user_id", "item_id", "response"]], cv=3,
-                              user_features=features)
-        ours = outcome.metrics.query("policy == 'LinUCB' and k == 5 and fold == @fold").set_index("metric")["value"]
-        assert ours["CTR"] == pytest.approx(direct[fold]["LinUCB"]["CTR(score)@5"], abs=1e-12)
-        assert ours["Recall"] == pytest.approx(direct[fold]["LinUCB"]["Recall@5"], abs=1e-12)
 
 
 def test_default_item_text_columns_are_skipped_when_absent(byo_config, sample_files):

@@ -1,11 +1,13 @@
 """Bring-your-own data: interactions in Mab2Rec's layout plus optional user and item tables.
 
 Files may be CSV or Parquet.  Every check that can fail on a user's data runs here, once, and raises a
-``DataError`` naming the file, the column (and the YAML key that names it) and what was found.
+``DataError`` naming the file, the column (and the YAML key that names it) and what was found.  Rows are
+counted one way in every message: ``row 1`` is the first data row (the line after a CSV's header).
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +20,21 @@ from pipeline.errors import DataError, examples
 READERS = {".csv": pd.read_csv, ".parquet": pd.read_parquet, ".pq": pd.read_parquet}
 
 
+def row_label(position: int) -> str:
+    """The message form of a 0-based row position: ``row 1`` is the first data row."""
+    return f"row {position + 1}"
+
+
+def _rows_not_lines(message: str) -> str:
+    """pandas' CSV errors count file lines (the header is line 1); say the data row too."""
+    return re.sub(r"\bline (\d+)", lambda m: f"{row_label(int(m.group(1)) - 2)} (line {m.group(1)} of the file)",
+                  message)
+
+
 def read_table(path: Path, key: str) -> pd.DataFrame:
     """Read a CSV or Parquet file; ``key`` is the YAML key that named it (for the error message)."""
+    if path.is_dir():
+        raise DataError(f"{key}: {path} is a directory; expected a CSV or Parquet file")
     if not path.is_file():
         raise DataError(f"{key}: file {path} does not exist (expected a CSV or Parquet file; relative paths are "
                         f"resolved from the directory you run the pipeline in, {Path.cwd()})")
@@ -27,9 +42,12 @@ def read_table(path: Path, key: str) -> pd.DataFrame:
     if reader is None:
         raise DataError(f"{key}: {path} has suffix {path.suffix!r}; expected one of {', '.join(READERS)}")
     try:
-        return reader(path)
+        frame = reader(path)
     except Exception as error:  # pandas/pyarrow raise many types for unreadable files
-        raise DataError(f"{key}: could not read {path} as {path.suffix[1:]}: {error}") from None
+        detail = " ".join(_rows_not_lines(str(error)).split())
+        raise DataError(f"{key}: could not read {path} as {path.suffix[1:]}: {detail}") from None
+    frame.columns = [str(column) for column in frame.columns]
+    return frame
 
 
 def load_files(config: FilesConfig) -> Dataset:
@@ -50,14 +68,19 @@ def load_files(config: FilesConfig) -> Dataset:
         origin = f"{config.train} + {config.test}"
     if interactions.empty:
         raise DataError(f"data.files: {origin} has no interaction rows")
+    if not interactions[RESPONSE].any():
+        raise DataError(f"data.files: column {config.columns.response!r} (data.files.columns.response) is 0 in all "
+                        f"{len(interactions)} rows of {origin}: without a single click (1) no policy can learn and "
+                        "no replay metric is defined; check the column and its coding (1 = clicked)")
     interactions.insert(0, EVENT_ID, np.arange(len(interactions)))
 
     sources = {"interactions": origin}
     users = items = None
     if config.user_features is not None:
         users = _read_keyed_table(config.user_features, "data.files.user_features", columns.user_id, USER_ID)
+        hint = _type_hint(interactions[USER_ID].dtype, users[USER_ID].dtype)
         interactions[USER_ID], users[USER_ID] = _aligned_ids(interactions[USER_ID], users[USER_ID])
-        _require_known(interactions, users, USER_ID, columns.user_id, origin, config.user_features)
+        _require_known(interactions, users, USER_ID, columns.user_id, origin, config.user_features, hint)
         sources["users"] = str(config.user_features)
         clash = sorted(set(users.columns) & set(config.event_context))
         if clash:
@@ -65,8 +88,9 @@ def load_files(config: FilesConfig) -> Dataset:
                             "rename one of them so each feature has one source")
     if config.item_features is not None:
         items = _read_keyed_table(config.item_features, "data.files.item_features", columns.item_id, ITEM_ID)
+        hint = _type_hint(interactions[ITEM_ID].dtype, items[ITEM_ID].dtype)
         interactions[ITEM_ID], items[ITEM_ID] = _aligned_ids(interactions[ITEM_ID], items[ITEM_ID])
-        _require_known(interactions, items, ITEM_ID, columns.item_id, origin, config.item_features)
+        _require_known(interactions, items, ITEM_ID, columns.item_id, origin, config.item_features, hint)
         sources["items"] = str(config.item_features)
     return Dataset(interactions=interactions, users=users, items=items, event_context=tuple(config.event_context),
                    sources=sources, test_mask=test_mask)
@@ -98,6 +122,7 @@ def _read_interactions(path: Path, key: str, config: FilesConfig) -> pd.DataFram
 
     for column, label in ((USER_ID, names.user_id), (ITEM_ID, names.item_id)):
         _reject_missing(frame[column], path, label)
+        frame[column] = _whole_number_ids(frame[column])
     frame[RESPONSE] = _binary_response(frame[RESPONSE], path, names.response)
     if PROPENSITY in frame.columns:
         _check_propensity(frame[PROPENSITY], path, names.propensity)
@@ -133,16 +158,19 @@ def _parse_timestamps(values: pd.Series, path: Path, column: str) -> pd.Series:
         return values  # numbers (epoch seconds, sequence numbers) order events as they are
     try:
         return pd.to_datetime(values)
-    except (ValueError, TypeError) as error:
-        raise DataError(f"{path}: column {column!r} should hold timestamps or numbers that order events; "
-                        f"could not parse it ({error})") from None
+    except (ValueError, TypeError, OverflowError):
+        parsed = pd.to_datetime(values, errors="coerce", format="mixed")
+        bad = np.flatnonzero(parsed.isna().to_numpy())
+        where = f"; first unreadable value {values.iloc[bad[0]]!r} at {row_label(int(bad[0]))}" if len(bad) else ""
+        raise DataError(f"{path}: column {column!r} should hold timestamps (in one format) or numbers that order "
+                        f"events; could not parse it{where}") from None
 
 
 def _reject_missing(values: pd.Series, path: Path, column: str) -> None:
     missing = int(values.isna().sum())
     if missing:
         first = int(np.flatnonzero(values.isna().to_numpy())[0])
-        raise DataError(f"{path}: column {column!r} has {missing} missing (NaN) value(s), first at data row {first}; "
+        raise DataError(f"{path}: column {column!r} has {missing} missing (NaN) value(s), first at {row_label(first)}; "
                         "expected a value in every row")
 
 
@@ -153,6 +181,7 @@ def _read_keyed_table(path: Path, key: str, id_column: str, canonical: str) -> p
                         f"{canonical}); found columns: {', '.join(map(str, frame.columns))}")
     frame = frame.rename(columns={id_column: canonical})
     _reject_missing(frame[canonical], path, id_column)
+    frame[canonical] = _whole_number_ids(frame[canonical])
     duplicated = frame[canonical][frame[canonical].duplicated()]
     if len(duplicated):
         raise DataError(f"{path}: {id_column!r} must identify one row each; {len(duplicated)} id(s) repeat, e.g. "
@@ -161,12 +190,28 @@ def _read_keyed_table(path: Path, key: str, id_column: str, canonical: str) -> p
 
 
 def _require_known(interactions: pd.DataFrame, table: pd.DataFrame, column: str, label: str, origin: str,
-                   table_path: Path) -> None:
+                   table_path: Path, hint: str) -> None:
     ids = interactions[column]
     unknown = pd.unique(ids[~ids.isin(table[column])])
     if len(unknown):
         raise DataError(f"{origin}: {len(unknown)} {label!r} value(s) in the interactions are missing from "
-                        f"{table_path}, e.g. {examples(unknown)}; every {label} needs a row there")
+                        f"{table_path}, e.g. {examples(unknown)}; every {label} needs a row there{hint}")
+
+
+def _whole_number_ids(ids: pd.Series) -> pd.Series:
+    """Float ids that are whole numbers (Parquet or CSV columns that passed through a float type: 22.0) become
+    integers, so they match the same ids written as 22 in another file.  Other ids are kept as they are."""
+    if pd.api.types.is_float_dtype(ids) and np.isfinite(ids).all() and (ids == np.round(ids)).all() \
+            and (ids.abs() < 2 ** 53).all():
+        return ids.astype(np.int64)
+    return ids
+
+
+def _type_hint(logged_dtype, table_dtype) -> str:
+    if logged_dtype == table_dtype:
+        return ""
+    return (f". Ids are compared as text when their types differ: the interactions hold {logged_dtype} ids and the "
+            f"table {table_dtype} ids, so e.g. '22.5' or '022' never equals '22'; write the ids the same way in both")
 
 
 def _aligned_ids(logged: pd.Series, table: pd.Series) -> tuple[pd.Series, pd.Series]:

@@ -43,7 +43,8 @@ class Service:
         """``store`` is a ``SQLiteStore`` or anything with its methods (``RedisStore``)."""
         self.policy, self.store = policy, store
         self.batch_size, self.snapshot_every = batch_size, snapshot_every
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # the model and the counters
+        self.ingest_lock = threading.Lock()  # the order of the feedback log (taken before ``lock``)
         self.pending: list[tuple[int, dict, Any, float]] = []
         self.last_learnt = 0
         self.learnt_since_start = 0
@@ -80,13 +81,18 @@ class Service:
         return request_id
 
     def add_feedback(self, context: dict, item: Any, reward: float) -> int:
-        feedback_id = self.store.append(context, item, reward)  # committed: acknowledged from here on
-        with self.lock:
-            self.feedback += 1
-            self.clicks += int(reward > 0)
-            self.pending.append((feedback_id, context, item, reward))
-            if len(self.pending) >= self.batch_size:
-                self.flush()
+        # One lock around the append and the queueing, so events are learnt in the order of their ids: a
+        # snapshot that says "learnt up to id N" then really holds every id up to N (with the append outside
+        # the lock, id 5 could still be on its way to the queue when id 6 was learnt and snapshotted, and a
+        # restart would skip it).
+        with self.ingest_lock:
+            feedback_id = self.store.append(context, item, reward)  # committed: acknowledged from here on
+            with self.lock:
+                self.feedback += 1
+                self.clicks += int(reward > 0)
+                self.pending.append((feedback_id, context, item, reward))
+                if len(self.pending) >= self.batch_size:
+                    self.flush()
         return feedback_id
 
     def flush(self) -> None:
