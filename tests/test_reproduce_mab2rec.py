@@ -32,17 +32,16 @@ DETERMINISTIC = {"LinGreedy": {"learning_policy": "LinGreedy", "params": {"epsil
                  "LinUCB": {"learning_policy": "LinUCB", "params": {"alpha": 1.0}}}
 
 
-def mab2rec_recommenders(names):
-    made = {
-        "Random": lambda: BanditRecommender(LearningPolicy.Random(), top_k=5, seed=SEED),
-        "Popularity": lambda: BanditRecommender(LearningPolicy.Popularity(), top_k=5, seed=SEED),
-        "LinGreedy": lambda: BanditRecommender(LearningPolicy.LinGreedy(epsilon=0.1), top_k=5, seed=SEED),
-        "LinUCB": lambda: BanditRecommender(LearningPolicy.LinUCB(alpha=1.0), top_k=5, seed=SEED),
-        "LinTS": lambda: BanditRecommender(LearningPolicy.LinTS(alpha=1.0), top_k=5, seed=SEED),
-        "ClustersTS": lambda: BanditRecommender(LearningPolicy.ThompsonSampling(), NeighborhoodPolicy.Clusters(5),
-                                                top_k=5, seed=SEED),
-    }
-    return {name: made[name]() for name in names}
+def mab2rec_recommenders(policies: dict) -> dict:
+    """Mab2Rec recommenders built here from the same YAML entries, with MABWiser's classes."""
+    made = {}
+    for name, entry in policies.items():
+        learning = getattr(LearningPolicy, entry["learning_policy"])(**entry.get("params", {}))
+        neighborhood = None
+        if "neighborhood_policy" in entry:
+            neighborhood = getattr(NeighborhoodPolicy, entry["neighborhood_policy"])(**entry["neighborhood_params"])
+        made[name] = BanditRecommender(learning, neighborhood, top_k=5, seed=SEED)
+    return made
 
 
 def replay_metrics():
