@@ -36,14 +36,19 @@ from sklearn.linear_model import LogisticRegression
 
 from pipeline.data.dataset import CONTEXT_ID, ITEM_ID, PROPENSITY, RESPONSE
 from pipeline.features import FoldFeatures
+from pipeline.uncertainty import Z_95, wilson
 
-Z_95 = 1.959963984540054
 ESTIMATORS = ("IPS", "SNIPS", "DR")
-OFF_POLICY_COLUMNS = ["policy", "fold", "estimator", "value", "low", "high", "matched_events"]
+OFF_POLICY_COLUMNS = ["policy", "fold", "estimator", "value", "low", "high", "matched_events", "reward_model"]
 
 
 class RewardModel:
-    """``r_hat(context, item)`` fitted on the training rows of a fold."""
+    """``r_hat(context, item)`` fitted on the training rows of a fold.
+
+    ``logistic`` needs context features and both responses among the training rows; without them the model
+    falls back to item means, and says so: ``used_`` is the kind actually fitted and ``fallback_`` the reason
+    (None when it is the kind asked for).  Both are written with the estimates.
+    """
 
     def __init__(self, kind: str, seed: int):
         self.kind = kind
@@ -57,11 +62,15 @@ class RewardModel:
         self.item_rate_ = (clicks["sum"] + prior * 10) / (clicks["count"] + 10)  # shrunk towards the mean
         self.prior_ = prior
         self.features_ = features if features.contexts is not None else None  # rows looked up, never copied
-        if self.kind == "logistic" and self.features_ is not None and train[RESPONSE].nunique() == 2:
+        self.model_, self.used_, self.fallback_ = None, "item_mean", None
+        if self.kind == "logistic" and self.features_ is None:
+            self.fallback_ = "the data has no context features"
+        elif self.kind == "logistic" and train[RESPONSE].nunique() < 2:
+            self.fallback_ = "the training rows hold only one response value"
+        elif self.kind == "logistic":
             self.model_ = LogisticRegression(C=1.0, max_iter=1000, random_state=self.seed)
             self.model_.fit(self._design(train[CONTEXT_ID], train[ITEM_ID]), train[RESPONSE])
-        else:
-            self.model_ = None
+            self.used_ = "logistic"
         return self
 
     def _design(self, contexts: pd.Series, items: pd.Series) -> sparse.csr_matrix:
@@ -111,8 +120,9 @@ def off_policy_rows(recommendations: pd.DataFrame, features: FoldFeatures, test_
     for name, values in (("IPS", terms.ips), ("DR", terms.dr)):
         variance = max(values.var(ddof=1) if len(values) > 1 else 0.0, modelled[name])
         half = Z_95 * np.sqrt(variance / len(values))
-        out.append((policy, fold, name, point[name], point[name] - half, point[name] + half, terms.matched))
-    out.append((policy, fold, "SNIPS", *_snips(terms.weight, terms.reward), terms.matched))
+        out.append((policy, fold, name, point[name], point[name] - half, point[name] + half, terms.matched,
+                    reward_model.used_))
+    out.append((policy, fold, "SNIPS", *_snips(terms.weight, terms.reward), terms.matched, "none"))
     return pd.DataFrame(out, columns=OFF_POLICY_COLUMNS)
 
 
@@ -152,9 +162,7 @@ def _snips(weight: np.ndarray, reward: np.ndarray) -> tuple[float, float, float]
         return float("nan"), 0.0, 1.0  # no test event matched the policy's choice: nothing is known
     value = float(weight @ reward / total)
     n_eff = total ** 2 / float(weight @ weight)
-    centre = (value + Z_95 ** 2 / (2 * n_eff)) / (1 + Z_95 ** 2 / n_eff)
-    half = Z_95 * np.sqrt(value * (1 - value) / n_eff + Z_95 ** 2 / (4 * n_eff ** 2)) / (1 + Z_95 ** 2 / n_eff)
-    return value, float(centre - half), float(centre + half)
+    return (value, *wilson(value * n_eff, n_eff))
 
 
 def summarise_against_truth(estimates: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
@@ -165,11 +173,15 @@ def summarise_against_truth(estimates: pd.DataFrame, truth: pd.DataFrame) -> pd.
     """
     joined = estimates.merge(truth, on=["seed", "fold", "policy"])
     joined["error"] = joined["value"] - joined["truth"]
-    joined["covered"] = (joined["low"] <= joined["truth"]) & (joined["truth"] <= joined["high"])
+    # A case without an estimate (SNIPS with no matched event: NaN in [0, 1]) is not "covered": it is counted
+    # apart, and bias, RMSE and coverage are over the cases that have an estimate.
+    defined = joined["value"].notna()
+    joined["covered"] = ((joined["low"] <= joined["truth"]) & (joined["truth"] <= joined["high"])).where(defined)
     rows = []
     for (policy, estimator), group in list(joined.groupby(["policy", "estimator"], sort=False)) + [
             (("ALL", name), joined[joined["estimator"] == name]) for name in ESTIMATORS]:
-        rows.append({"policy": policy, "estimator": estimator, "cases": len(group),
+        rows.append({"policy": policy, "estimator": estimator, "cases": int(group["value"].notna().sum()),
+                     "undefined_cases": int(group["value"].isna().sum()),
                      "bias": group["error"].mean(), "rmse": float(np.sqrt((group["error"] ** 2).mean())),
                      "coverage": group["covered"].mean(), "mean_matched_events": group["matched_events"].mean()})
     return pd.DataFrame(rows)

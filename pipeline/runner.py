@@ -203,6 +203,11 @@ def _run_seed(config: PipelineConfig, policies, run_dir: RunDirectory, timer: St
         if use_off_policy:
             with timer.stage("off_policy"):
                 context.reward_model = RewardModel(config.evaluation.off_policy.reward_model, seed).fit(features)
+                if context.reward_model.fallback_:
+                    tables.notes.append(f"seed {seed} fold {fold.index}: DR's logistic reward model could not be "
+                                        f"fitted ({context.reward_model.fallback_}); it used item means instead "
+                                        "(column reward_model of off_policy.csv)")
+                    log.warning(tables.notes[-1])
                 context.propensity = dataset.interactions[PROPENSITY].to_numpy()[fold.test_rows]
         started = time.perf_counter()
         context = executor.share(context, len(policies))

@@ -17,6 +17,16 @@ is much faster than Jurity's ``CombinedMetrics`` at scale (tests check both equa
 
 ``support`` is how many matched events (AUC, CTR) or contexts (the ranking metrics, ground truth) the
 value averages over.
+
+Where the percentile bootstrap cannot be honest, the interval says so instead:
+
+- A replay metric that is a mean of values in [0, 1] (CTR, Precision, Recall, NDCG, MAP) gets at least its
+  Wilson score interval on ``support`` units: when every matched event is a non-click the bootstrap collapses
+  onto [0, 0], but 0 clicks in 40 events is still compatible with a CTR of 0.09.  (For values in [0, 1] the
+  variance is at most ``p (1 - p)``, so the Wilson interval of a proportion is a conservative floor.)
+- With no unit at all the value is a convention (Jurity's CTR of 0), and with a single unit, or an AUC with
+  fewer than two clicked or two unclicked events, resampling only replays the same few events: the
+  interval is the metric's whole range, [0, 1].
 """
 
 from __future__ import annotations
@@ -36,6 +46,8 @@ class Bootstrap:
 
     def __init__(self, contexts: np.ndarray, resamples: int, seed: int):
         self.index = pd.Index(pd.unique(np.asarray(contexts)))
+        if not self.index.is_unique:  # pragma: no cover - pd.unique guarantees it
+            raise ValueError("bootstrap contexts must be unique")
         self.resamples, self.seed = resamples, seed
         self._weights = None
 
@@ -72,6 +84,9 @@ class Bootstrap:
 
     def _columns(self, contexts) -> np.ndarray:
         positions = self.index.get_indexer(np.asarray(contexts))
+        if (positions < 0).any():  # get_indexer's -1 would silently take the last context's weights
+            unknown = pd.unique(np.asarray(contexts)[positions < 0])
+            raise ValueError(f"{len(unknown)} context id(s) are not test contexts of this fold, e.g. {unknown[:3].tolist()}")
         if len(positions) == len(self.index) and np.array_equal(positions, np.arange(len(positions))):
             return self.weights  # every context in order: no 2-D gather (hundreds of MB at 200k contexts)
         return self.weights[:, positions]
@@ -103,6 +118,36 @@ class Bootstrap:
         with np.errstate(invalid="ignore", divide="ignore"):
             auc = (positives * (below + negatives / 2)).sum(1) / (positives.sum(1) * negatives.sum(1))
         return _percentiles(auc)
+
+
+Z_95 = 1.959963984540054
+
+
+def wilson(successes: float, n: float) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion ``successes / n`` (the whole range [0, 1] when ``n == 0``)."""
+    if n <= 0:
+        return 0.0, 1.0
+    p, z2 = successes / n, Z_95 ** 2
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = Z_95 * np.sqrt(p * (1 - p) / n + z2 / (4 * n ** 2)) / (1 + z2 / n)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+def honest_interval(name: str, value: float, bootstrap_interval: tuple[float, float], support: int,
+                    auc_classes: tuple[int, int] = (0, 0)) -> tuple[float, float]:
+    """The bootstrap interval of a replay metric, widened where resampling cannot see the uncertainty (see the
+    module docstring).  ``auc_classes``: clicked and unclicked matched events, for AUC."""
+    low, high = bootstrap_interval
+    if np.isnan(value):
+        return low, high  # undefined: no interval either
+    if name == "AUC":
+        return (0.0, 1.0) if min(auc_classes) < 2 else (low, high)
+    if support < 2:
+        return 0.0, 1.0
+    floor_low, floor_high = wilson(value * support, support)
+    if np.isnan(low):
+        return floor_low, floor_high
+    return min(low, floor_low), max(high, floor_high)
 
 
 def _percentiles(estimates: np.ndarray) -> tuple[float, float]:
@@ -195,14 +240,20 @@ def replay_details(actual: pd.DataFrame, recommendations: pd.DataFrame, metrics:
         parts = lists.contributions(k)
         for name in [name for name, at in metrics if at == k]:
             part = parts[name]
+            classes = (0, 0)
             if name == "CTR":
                 interval = bootstrap.ratio(part["clicks"].to_numpy(), part["matched"].to_numpy(), part[CONTEXT_ID])
                 support = int(part["matched"].sum())
             elif name == "AUC":
                 interval = bootstrap.auc(part["click"].to_numpy(), part["score"].to_numpy(), part[CONTEXT_ID])
                 support = len(part)
+                clicks = int(part["click"].sum())
+                classes = (clicks, support - clicks)
             else:
                 interval = bootstrap.mean(part["value"].to_numpy(), part[CONTEXT_ID])
                 support = len(part)
-            rows.append((name, k, metric_value(name, part), *interval, support))
+            value = metric_value(name, part)
+            if bootstrap.enabled:
+                interval = honest_interval(name, value, interval, support, classes)
+            rows.append((name, k, value, *interval, support))
     return pd.DataFrame(rows, columns=["metric", "k", "value", "low", "high", "support"])

@@ -30,7 +30,8 @@ def test_coverage_novelty_and_diversity_by_hand():
                                                        user_sample_size=3, seed=0, num_runs=3)
     predicted = recs[["context_id", "item_id", "score"]]
     assert rows[("intra_list_diversity", 2)] == pytest.approx(expected.get_score(predicted, predicted))
-    assert 0 < rows[("inter_list_diversity", 2)] < 1
+    # Lists {1,2}, {1,3}, {1,2} as item indicator vectors: cosine distances 0.5, 0 and 0.5 between the pairs.
+    assert rows[("inter_list_diversity", 2)] == pytest.approx(1 / 3)
 
 
 def test_pipeline_reports_beyond_accuracy_for_every_policy(tmp_path, write_config, tiny_settings):

@@ -181,6 +181,16 @@ def test_neural_linear_runs_in_the_pipeline_and_writes_its_exports(write_config,
         assert (export / "encoder.npz").is_file() and (export / "heads.json").is_file()
     safeguards = pd.read_csv(outcome.path / "safeguards.csv")
     assert set(safeguards["policy"]) == {"NeuralLinear-warm", "NeuralLinUCB"}
-    assert set(SAFEGUARDS) <= set(safeguards["counter"])
+    # The counters count: the warm start saw every click of the 1,200 training events (counted here from the
+    # generated log), the encoder was retrained every 150 events, and this well-conditioned problem needed no
+    # safeguard (tests above make them fire).
+    log = pd.read_parquet(outcome.path / "data/seed_3/interactions.parquet")
+    order = np.argsort(log["timestamp"].to_numpy(), kind="stable")
+    train_clicks = int(log.iloc[order[:1200]]["response"].sum())
+    for _, counters in safeguards.groupby("policy"):
+        counts = counters.set_index("counter")["count"]
+        assert counts["warm_start_clicks"] == train_clicks > 0
+        assert counts["encoder_retrains"] == 1200 // FAST["retrain_every"]
+        assert (counts[list(SAFEGUARDS)] == 0).all()
     recs = pd.read_parquet(outcome.path / "recommendations.parquet")
     assert (recs[recs["policy"] == "NeuralLinUCB"].groupby("context_id").size() == 5).all()

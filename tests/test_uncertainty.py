@@ -72,3 +72,56 @@ def test_intervals_shrink_with_more_contexts_and_can_be_disabled():
         widths.append(high - low)
     assert widths[1] < widths[0] / 5
     assert Bootstrap(np.arange(5), 0, seed=0).mean(np.ones(5), np.arange(5)) == (pytest.approx(np.nan, nan_ok=True),) * 2
+
+
+def one_event_per_context(items, clicks, lists):
+    """Event-level contexts 0..n-1: the logged item and click of each, and each context's scored list."""
+    actual = pd.DataFrame({"context_id": np.arange(len(items)), "item_id": items, "score": clicks})
+    recommendations = pd.DataFrame([{"context_id": c, "item_id": item, "score": 1.0 - rank / 10}
+                                    for c, listed in enumerate(lists) for rank, item in enumerate(listed)])
+    return actual, recommendations
+
+
+def details(actual, recommendations, metrics=(("CTR", 1), ("AUC", 1), ("Recall", 1))):
+    bootstrap = Bootstrap(actual["context_id"].to_numpy(), 200, 0)
+    return replay_details(actual, recommendations, list(metrics), bootstrap).set_index("metric")
+
+
+@pytest.mark.parametrize("click, low, high", [(0, 0.0, 0.0876), (1, 0.9124, 1.0)])
+def test_ctr_without_or_with_only_clicks_keeps_a_wilson_interval(click, low, high):
+    """40 matched events, all unclicked (or all clicked): resampling only ever sees 0 (or 1), yet 0 of 40 is
+    compatible with a CTR up to 8.8% (Wilson 95%: z^2 / (n + z^2) = 0.0876 for n = 40)."""
+    actual, recs = one_event_per_context(np.ones(40, int), np.full(40, click), [[1, 2]] * 40)
+    row = details(actual, recs).loc["CTR"]
+    assert row["value"] == click and row["support"] == 40
+    assert (row["low"], row["high"]) == pytest.approx((low, high), abs=1e-4)
+
+
+def test_a_single_matched_event_gives_the_whole_range():
+    items = np.r_[1, np.full(30, 9)]  # only context 0's logged item is in its list
+    actual, recs = one_event_per_context(items, np.r_[1, np.zeros(30, int)], [[1, 2]] * 31)
+    table = details(actual, recs)
+    assert table.loc["CTR", "support"] == 1 and (table.loc["CTR", "low"], table.loc["CTR", "high"]) == (0.0, 1.0)
+    assert table.loc["Recall", "support"] == 1 and (table.loc["Recall", "low"], table.loc["Recall", "high"]) == (0, 1)
+
+
+def test_no_matched_event_gives_jurity_zero_with_the_whole_range():
+    actual, recs = one_event_per_context(np.full(20, 9), np.r_[1, np.zeros(19, int)], [[1, 2]] * 20)
+    row = details(actual, recs).loc["CTR"]
+    assert (row["value"], row["support"], row["low"], row["high"]) == (0.0, 0, 0.0, 1.0)
+
+
+def test_auc_resting_on_one_clicked_event_gives_the_whole_range():
+    n = 30
+    actual, recs = one_event_per_context(np.ones(n, int), np.r_[1, np.zeros(n - 1, int)],
+                                         [[1, 2]] * n)
+    recs.loc[recs["item_id"] == 1, "score"] = np.linspace(0.2, 0.9, n)  # first in every list, scores spread
+    recs.loc[recs["item_id"] == 2, "score"] = 0.1
+    row = details(actual, recs).loc["AUC"]
+    assert not np.isnan(row["value"]) and (row["low"], row["high"]) == (0.0, 1.0)
+
+
+def test_unknown_contexts_are_an_error_not_the_last_column():
+    bootstrap = Bootstrap(np.array([10, 11, 12]), 50, 0)
+    with pytest.raises(ValueError, match="not test contexts of this fold"):
+        bootstrap.mean(np.ones(2), np.array([10, 99]))
