@@ -114,7 +114,7 @@ def _terminate_like_ctrl_c(signum, frame) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    output_dir = None
+    output_dir = args = None
     try:
         if argv[:1] == ["bench"]:
             from pipeline.bench import main as bench
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         return run(config, args.quiet)
     except PipelineError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {with_set_origin(str(error), getattr(args, 'overrides', None) or [])}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt as interrupt:
         kind = "terminated" if isinstance(interrupt, Terminated) else "interrupted"
@@ -151,6 +151,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Exception:
         return internal_error(output_dir)
+
+
+def with_set_origin(message: str, overrides: list[str]) -> str:
+    """A data-stage error that names a key given with ``--set`` says so (config errors already do)."""
+    if "(from --set)" in message:
+        return message
+    keys = [text.partition("=")[0].strip() for text in overrides]
+    named = [key for key in keys if key and key in message]
+    return message + (f" ({', '.join(named)} from --set)" if named else "")
 
 
 def run(config, quiet: bool) -> int:

@@ -142,7 +142,8 @@ def test_temporal_split_needs_a_timestamp(byo_config, sample_files, capsys, runs
 
 def test_explicitly_named_optional_column_must_exist(byo_config, capsys, runs_dir):
     code, message = run_cli(byo_config(), capsys, "--set", "data.files.columns.propensity=p_log")
-    assert_clean_failure(code, message, runs_dir, "column 'p_log' (data.files.columns.propensity) is missing")
+    assert_clean_failure(code, message, runs_dir, "column 'p_log' (data.files.columns.propensity) is missing",
+                         "(data.files.columns.propensity from --set)")
 
 
 def test_contextual_policy_without_any_context(byo_config, sample_files, capsys, runs_dir):
