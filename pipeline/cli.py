@@ -79,6 +79,20 @@ def positive_int(text: str) -> int:
     return value
 
 
+def check_can_listen(host: str, port: int) -> None:
+    """A port in use or an unknown address is the user's to fix (uvicorn would log it and exit with code 3)."""
+    import socket
+
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            probe.bind((host, port))
+    except OSError as error:
+        raise PipelineError(f"serve: cannot listen on {host[:100]}:{port} ({error.strerror or error}); choose another "
+                            "--port, or a --host address of this machine") from None
+
+
 def serve(args) -> int:
     import uvicorn
 
@@ -87,6 +101,7 @@ def serve(args) -> int:
     from pipeline.serving.app import create_app
 
     check_complete_run(Path(args.run_dir))
+    check_can_listen(args.host, args.port)
     store = args.store or Path(args.run_dir) / "serving" / f"{safe_name(args.policy)}.sqlite"
     app = create_app(Path(args.run_dir), args.policy, store, args.batch_size, args.snapshot_every,
                      namespace=args.store_namespace)

@@ -409,3 +409,18 @@ def test_serve_refuses_what_it_cannot_serve(tmp_path, capsys, target, extra, fra
     assert code == 2 and "Traceback" not in message
     for fragment in fragments:
         assert fragment in message, (fragment, message)
+
+
+def test_serve_on_a_port_in_use_is_a_user_error(tmp_path, capsys):
+    import socket
+
+    run = tmp_path / "20260101-000000-done"
+    run.mkdir()
+    (run / "run.json").write_text('{"status": "complete", "seeds": [1]}')
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        code = main(["serve", str(run), "--policy", "LinUCB", "--port", str(busy.getsockname()[1])])
+    message = capsys.readouterr().err.strip()
+    assert code == 2 and message.startswith("error: serve: cannot listen on 127.0.0.1:")
+    assert "Address already in use" in message and "choose another --port" in message
