@@ -310,6 +310,14 @@ class RunConfig(Strict):
     cache: bool = Field(True, description="reuse context features from OUTPUT_DIR/.cache when the data, split "
                                           "and feature config are the same as in an earlier run")
 
+    @field_validator("name")
+    @classmethod
+    def _usable_as_a_folder_name(cls, name: str | None) -> str | None:
+        if name is not None and (not name.strip() or len(name) > 100
+                                 or any(c in name for c in '/\\') or not name.isprintable()):
+            raise ValueError("run.name becomes part of a folder name: 1 to 100 printable characters without / or \\")
+        return name
+
 
 class PipelineConfig(Strict):
     seed: int = Field(42, description="seeds the data generator, splits, features and every policy")

@@ -242,6 +242,12 @@ def _unreadable_timestamp(files):
     return {"data__files__interactions": _write(log, files / "interactions.csv")}
 
 
+def _two_timestamp_formats(files):
+    log = pd.read_csv(files / "interactions.csv")
+    log.loc[5, "timestamp"] = "05/01/2026 10:00"
+    return {"data__files__interactions": _write(log, files / "interactions.csv")}
+
+
 def _non_whole_float_ids(files):
     log = pd.read_csv(files / "interactions.csv")
     log["user_id"] = log["user_id"] + 0.5
@@ -263,6 +269,7 @@ def _list_longer_than_catalog(files):
     (_output_under_a_file, ["run.output_dir", "items.csv", "Not a directory"]),
     (_extra_field_in_a_row, ["interactions.csv", "row 10 (line 11 of the file)"]),
     (_unreadable_timestamp, ["interactions.csv", "'timestamp'", "'yesterday-ish' at row 42"]),
+    (_two_timestamp_formats, ["not in the format of row 1 ('2026-01-05 00:02:09'): '05/01/2026 10:00' at row 6"]),
     (_non_whole_float_ids, ["'user_id' value(s) in the interactions are missing from", "float64 ids",
                             "int64 ids", "write the ids the same way in both"]),
     (_list_longer_than_catalog, ["evaluation.top_k=50", "offers only 40 item(s)", "at most 40"]),
@@ -313,6 +320,8 @@ def test_config_path_that_is_a_directory(tmp_path, capsys, runs_dir):
     ("policies.LinUCB.params.alpha=-1", ["'policies.LinUCB' (from --set)", "alpha cannot be negative"]),
     ("policies.ClustersTS.neighborhood_params.n_clusters=0", ["'policies.ClustersTS' (from --set)", "n_clusters"]),
     ("evaluation.k_list=[1,3,9]", ["'evaluation' (from --set)", "k_list"]),
+    ("run.name=a/b", ["'run.name' (from --set)", "without / or \\"]),
+    ("features.context_scaling=robust", ["'features.context_scaling' (from --set)", "'standard', 'minmax' or 'none'"]),
 ])
 def test_values_given_with_set_are_blamed_on_set(byo_config, capsys, runs_dir, override, fragments):
     code, message = run_cli(byo_config(), capsys, "--set", override)

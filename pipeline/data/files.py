@@ -159,9 +159,10 @@ def _parse_timestamps(values: pd.Series, path: Path, column: str) -> pd.Series:
     try:
         return pd.to_datetime(values)
     except (ValueError, TypeError, OverflowError):
-        parsed = pd.to_datetime(values, errors="coerce", format="mixed")
+        parsed = pd.to_datetime(values, errors="coerce")  # the format of the first value, as pandas infers it
         bad = np.flatnonzero(parsed.isna().to_numpy())
-        where = f"; first unreadable value {values.iloc[bad[0]]!r} at {row_label(int(bad[0]))}" if len(bad) else ""
+        where = (f"; first value not in the format of row 1 ({values.iloc[0]!r}): {values.iloc[bad[0]]!r} at "
+                 f"{row_label(int(bad[0]))}") if len(bad) else ""
         raise DataError(f"{path}: column {column!r} should hold timestamps (in one format) or numbers that order "
                         f"events; could not parse it{where}") from None
 
