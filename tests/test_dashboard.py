@@ -88,6 +88,19 @@ def test_leaderboard_shows_the_metrics_file_values_with_intervals(runs, monkeypa
     assert "true_ctr@1" in at.dataframe[0].value.columns
 
 
+def test_leaderboard_says_why_cells_are_missing(runs, monkeypatch, tmp_path):
+    import json
+
+    runs_dir, made, _ = runs
+    noted = tmp_path / "runs" / "20000101-000000-noted"
+    shutil.copytree(made["other"], noted)
+    info = json.loads((noted / "run.json").read_text())
+    note = "seed 5 fold 0: the test split holds no click among its 240 events, so every replay metric is n/a"
+    (noted / "run.json").write_text(json.dumps({**info, "name": noted.name, "notes": [note]}))
+    at = open_app(noted.parent, monkeypatch, noted.name, "Leaderboard")
+    assert note in [warning.value for warning in at.warning]
+
+
 def test_metrics_at_k_table_matches_the_run(runs, monkeypatch):
     runs_dir, made, _ = runs
     at = open_app(runs_dir, monkeypatch, made["main"].name, "Metrics at k")

@@ -15,6 +15,8 @@ ORDER = ["AUC", "CTR", "Precision", "Recall", "NDCG", "MAP", "true_ctr", "true_h
 
 
 def render(run: Run, runs: list[Run]) -> None:
+    for note in run.info.get("notes") or []:  # e.g. why replay metrics are n/a: said where the n/a cells are
+        st.warning(note)
     summary = metric_summary(run)
     k_values = sorted(summary["k"].unique())
     default_k = run.info.get("leaderboard_k", k_values[-1])
