@@ -258,10 +258,29 @@ def fold_features(dataset: Dataset, fold: Fold, config: "PipelineConfig") -> Fol
             log.warning("features cache entry %s could not be read; recomputing it", path)
     features = build_fold_features(dataset, fold, config.features)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_orphaned_cache_files(path.parent)
     partial = path.with_suffix(f".partial-{os.getpid()}")
     joblib.dump(features, partial)
     partial.replace(path)  # atomic: a reader never sees half a file
     return features
+
+
+def _remove_orphaned_cache_files(folder: Path) -> None:
+    """Half-written cache files of runs that were killed while writing them (their process is gone)."""
+    for orphan in folder.glob("*.partial-*"):
+        pid = orphan.suffix.removeprefix(".partial-")
+        if pid.isdigit() and not _process_exists(int(pid)):
+            orphan.unlink(missing_ok=True)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 def build_fold_features(dataset: Dataset, fold: Fold, config: FeaturesConfig) -> FoldFeatures:

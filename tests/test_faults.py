@@ -135,3 +135,19 @@ def test_the_dashboard_listens_on_loopback_by_default():
     finally:
         server.terminate()
         server.wait(timeout=20)
+
+
+def test_a_half_written_cache_file_of_a_killed_run_is_removed(tiny_config, tmp_path):
+    from pipeline.config import load_config
+    from pipeline.runner import run_pipeline
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    cache = tmp_path / "runs" / ".cache" / "features"
+    cache.mkdir(parents=True)
+    orphan = cache / f"0123.partial-{dead.pid}"
+    orphan.write_bytes(b"half a file")
+    alive = cache / f"4567.partial-{os.getpid()}"  # a run still writing: left alone
+    alive.write_bytes(b"being written")
+    run_pipeline(load_config(tiny_config), progress=False)
+    assert not orphan.exists() and alive.exists()
