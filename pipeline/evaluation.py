@@ -86,9 +86,9 @@ def check_inputs(policies: list[PolicySpec], features: FoldFeatures, item_vector
                           f"item(s) to recommend ({where}), so no list can hold {config.top_k} different items; set "
                           f"evaluation.top_k and every k in evaluation.k_list (now {config.k_list}) to at most {arms}")
     for spec in policies:
-        needed = _rows_needed(spec)
+        needed, reason = _rows_needed(spec)
         if needed > len(features.train):
-            raise ConfigError(f"policy {spec.name!r} needs at least {needed} training rows ({_needed_reason(spec)}) but "
+            raise ConfigError(f"policy {spec.name!r} needs at least {needed} training rows ({reason}) but "
                               f"fold {fold} of {dataset.source('interactions')} has {len(features.train)}; use more "
                               "events or lower that parameter")
     contextual = [spec.name for spec in policies if spec.is_contextual]
@@ -98,21 +98,14 @@ def check_inputs(policies: list[PolicySpec], features: FoldFeatures, item_vector
                           "(data.files.event_context); add one or remove those policies")
 
 
-def _rows_needed(spec: PolicySpec) -> int:
-    """Training rows a neighborhood policy needs to be fitted at all (KMeans needs a row per cluster, k-NN k)."""
+def _rows_needed(spec: PolicySpec) -> tuple[int, str]:
+    """Training rows a neighborhood policy needs to be fitted at all, and why (KMeans: one per cluster, k-NN: k)."""
     neighborhood = spec.neighborhood_policy
     if isinstance(neighborhood, NeighborhoodPolicy.Clusters):
-        return neighborhood.n_clusters
+        return neighborhood.n_clusters, f"KMeans with n_clusters={neighborhood.n_clusters} needs a row per cluster"
     if isinstance(neighborhood, NeighborhoodPolicy.KNearest):
-        return neighborhood.k
-    return 1
-
-
-def _needed_reason(spec: PolicySpec) -> str:
-    neighborhood = spec.neighborhood_policy
-    if isinstance(neighborhood, NeighborhoodPolicy.Clusters):
-        return f"KMeans with n_clusters={neighborhood.n_clusters} needs a row per cluster"
-    return f"KNearest with k={neighborhood.k} needs k rows"
+        return neighborhood.k, f"KNearest with k={neighborhood.k} needs k rows"
+    return 1, "a policy learns from at least one row"
 
 
 def run_policy(spec: PolicySpec, features: FoldFeatures, item_vectors: pd.DataFrame | None, fold: int,
