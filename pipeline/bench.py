@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -90,7 +91,10 @@ def bench_config(base: Path, events: int, items: int, output_dir: Path, override
 def in_fresh_process(function, *args):
     """Run ``function(*args)`` in a new (spawned) process and measure that process tree's peak memory, so each
     side starts from a clean interpreter and nothing one side left behind counts against the other."""
-    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool, PeakMemory().watch() as memory:
+    from pipeline.executor import die_with_parent  # a killed bench leaves no side running
+
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn"), initializer=die_with_parent,
+                             initargs=(os.getpid(),)) as pool, PeakMemory().watch() as memory:
         result = pool.submit(function, *args).result()
     return {**result, "peak_gb": memory.peak / 1e9}
 
