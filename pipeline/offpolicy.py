@@ -15,9 +15,10 @@ smoothed training click rate).  Point estimates of IPS and DR are Jurity's.  Int
 - SNIPS: a Wilson score interval on the effective sample size ``(sum w)^2 / sum w^2`` (Kish);
 - IPS and DR: normal intervals ``mean +- 1.96 sqrt(v / n)`` where the per-context variance ``v`` is the
   larger of the empirical variance of the terms and its model-based value under the logging policy,
-  with the click rate ``q`` of the chosen items estimated by the Agresti-Coull rate of the matched events:
-  ``v_IPS = mean_e(q / p_e) - q^2`` and
-  ``v_DR = var_c(r_hat) + mean_e[(1/p_e) (q (1 - q) + (q - r_hat_e)^2) - (q - r_hat_e)^2]``.
+  with the click rate ``q`` of the chosen items estimated by the Agresti-Coull rate of the matched events and
+  ``u`` the mean inverse propensity of the policy's items, ``max(mean_e(1/p_e), mean_e(w_e^2))``:
+  ``v_IPS = q u - q^2`` and
+  ``v_DR = var_c(r_hat) + mean_e[u (q (1 - q) + (q - r_hat_e)^2) - (q - r_hat_e)^2]``.
 
 Why not plain empirical or bootstrap intervals: with 200 items and top-1, only about 10 of 2,000 test
 events match a policy's choice, and when none of those was clicked the empirical spread is zero, so the
@@ -148,9 +149,13 @@ def _modelled_variances(terms: _Terms) -> dict[str, float]:
     q = (clicks + Z_95 ** 2 / 2) / (matched.sum() + Z_95 ** 2)  # Agresti-Coull click rate of the chosen items
     n_contexts = len(terms.ips)
     per_event_share = len(terms.propensity) / n_contexts  # events per context (1 for event-level contexts)
-    inverse = 1 / terms.propensity
+    # E[w^2] needs 1 / (propensity of the *policy's* item), known only where it was logged: the mean of
+    # 1[match] / p^2 over events estimates it without bias.  The logged items' own mean(1 / p) equals it under
+    # uniform logging; under non-uniform logging it can be far smaller (a policy choosing rarely logged items),
+    # so the larger of the two is used.
+    inverse = max(float(np.mean(1 / terms.propensity)), float(np.mean(terms.weight ** 2)))
     gap = q - terms.estimate
-    ips = per_event_share * np.mean(q * inverse) - q ** 2
+    ips = per_event_share * q * inverse - q ** 2
     dr = terms.context_estimate.var() + per_event_share * np.mean(inverse * (q * (1 - q) + gap ** 2) - gap ** 2)
     return {"IPS": float(ips), "DR": float(dr)}
 
