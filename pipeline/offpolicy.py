@@ -13,7 +13,7 @@ context showed ``a_e`` with propensity ``p_e`` and got reward ``r_e``.  With ``m
 smoothed training click rate).  Point estimates of IPS and DR are Jurity's.  Intervals (95%):
 
 - SNIPS: a Wilson score interval on the effective sample size ``(sum w)^2 / sum w^2`` (Kish);
-- IPS and DR: normal intervals ``mean +- 1.96 sqrt(v / n)`` where the per-context variance ``v`` is the
+- IPS and DR: normal intervals ``mean +- 1.96 sqrt(v / n)``, cut to [0, 1], where the per-context variance ``v`` is the
   larger of the empirical variance of the terms and its model-based value under the logging policy,
   with the click rate ``q`` of the chosen items estimated by the Agresti-Coull rate of the matched events and
   ``u`` the mean inverse propensity of the policy's items, ``max(mean_e(1/p_e), mean_e(w_e^2))``:
@@ -121,8 +121,10 @@ def off_policy_rows(recommendations: pd.DataFrame, features: FoldFeatures, test_
     for name, values in (("IPS", terms.ips), ("DR", terms.dr)):
         variance = max(values.var(ddof=1) if len(values) > 1 else 0.0, modelled[name])
         half = Z_95 * np.sqrt(variance / len(values))
-        out.append((policy, fold, name, point[name], point[name] - half, point[name] + half, terms.matched,
-                    reward_model.used_))
+        # The true value of a click rate is in [0, 1], so the interval is cut there; the point estimates are
+        # unbiased and may fall outside it (DR below 0), which is why they are not cut.
+        low, high = np.clip([point[name] - half, point[name] + half], 0.0, 1.0).tolist()
+        out.append((policy, fold, name, point[name], low, high, terms.matched, reward_model.used_))
     out.append((policy, fold, "SNIPS", *_snips(terms.weight, terms.reward), terms.matched, "none"))
     return pd.DataFrame(out, columns=OFF_POLICY_COLUMNS)
 

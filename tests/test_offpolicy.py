@@ -104,7 +104,8 @@ def test_pipeline_writes_estimates_and_skips_them_without_propensities(byo_confi
     per_seed = outcome.metrics.query("policy == 'LinUCB' and metric == 'true_ctr' and k == 1")["value"].to_numpy()
     row = true_rows.query("policy == 'LinUCB' and k == 1").iloc[0]
     low, high = stats.t.interval(0.95, df=1, loc=per_seed.mean(), scale=stats.sem(per_seed))
-    assert (row["mean"], row["low"], row["high"]) == pytest.approx((per_seed.mean(), low, high), rel=1e-10)
+    expected = (per_seed.mean(), max(low, 0.0), min(high, 1.0))  # cut to a click probability's range
+    assert (row["mean"], row["low"], row["high"]) == pytest.approx(expected, rel=1e-10)
     assert set(seeds["n_seeds"]) <= {0, 1, 2}  # an AUC is undefined in a seed where no matched event was clicked
     assert sorted(outcome.metrics["seed"].unique()) == [1, 2]
 
@@ -179,6 +180,7 @@ def test_unbiased_with_honest_intervals_under_non_uniform_logging(reward_model):
         assert 0.90 <= coverage <= 1.0, (estimator, coverage)
         width = (group["high"] - group["low"]).mean()
         assert width <= 2 * (2 * 1.96 * spread), (estimator, width, spread)
+        assert ((0 <= group["low"]) & (group["high"] <= 1)).all()  # a click rate's range
 
 
 def test_summary_does_not_count_a_missing_estimate_as_covered():
@@ -201,3 +203,15 @@ def test_reward_model_fallback_is_recorded():
     assert set(rows.loc[rows["estimator"] != "SNIPS", "reward_model"]) == {"item_mean"}
     fitted = RewardModel("logistic", 0).fit(features)
     assert fitted.used_ == "logistic" and fitted.fallback_ is None
+
+
+def test_intervals_stay_in_the_range_of_a_click_rate():
+    """No matched event clicked: IPS is 0 and its interval [0, x], never below 0."""
+    rng = np.random.default_rng(3)
+    _, features = simulated_log(rng, true=np.full((400, 8), 0.02))
+    model = RewardModel("item_mean", 0).fit(features)
+    choice = np.where(features.test["response"].to_numpy() == 1, (features.test["item_id"].to_numpy() + 1) % 8,
+                      features.test["item_id"].to_numpy())  # match the unclicked events only
+    rows = off_policy_rows(top1(choice), features, np.full(400, 1 / 8), model, "P", 0).set_index("estimator")
+    assert rows.loc["IPS", "value"] == 0 and rows.loc["IPS", "low"] == 0 and rows.loc["IPS", "high"] > 0
+    assert ((rows["low"] >= 0) & (rows["high"] <= 1)).all()

@@ -125,3 +125,22 @@ def test_unknown_contexts_are_an_error_not_the_last_column():
     bootstrap = Bootstrap(np.array([10, 11, 12]), 50, 0)
     with pytest.raises(ValueError, match="not test contexts of this fold"):
         bootstrap.mean(np.ones(2), np.array([10, 99]))
+
+
+def test_seed_summary_intervals_stay_in_the_metrics_range():
+    from scipy import stats
+
+    from pipeline.report import seed_summary
+
+    rows = [("P", "coverage", 5, seed, value) for seed, value in zip((1, 2, 3), (0.99, 1.0, 0.995))]
+    rows += [("P", "novelty", 5, seed, value) for seed, value in zip((1, 2, 3), (7.0, 7.5, 9.0))]
+    rows += [("P", "AUC", 5, seed, value) for seed, value in zip((1, 2, 3), (0.4, np.nan, 0.5))]
+    metrics = pd.DataFrame(rows, columns=["policy", "metric", "k", "seed", "value"])
+    summary = seed_summary(metrics).set_index("metric")
+    coverage = np.array([0.99, 1.0, 0.995])
+    t_high = coverage.mean() + stats.t.ppf(0.975, 2) * stats.sem(coverage)
+    assert t_high > 1 and summary.loc["coverage", "high"] == 1.0  # cut to the range
+    assert summary.loc["coverage", "low"] == pytest.approx(coverage.mean() - (t_high - coverage.mean()))
+    assert summary.loc["novelty", "high"] > 9  # unbounded above: not cut
+    auc = summary.loc["AUC"]
+    assert (auc["n_seeds"], auc["n_undefined_seeds"], auc["low"]) == (2, 1, 0.0)  # t on 2 values reaches below 0
