@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import joblib
 import numpy as np
 import pandas as pd
+import psutil
 import sklearn
 from sklearn.compose import ColumnTransformer
 from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, StandardScaler
@@ -269,18 +270,8 @@ def _remove_orphaned_cache_files(folder: Path) -> None:
     """Half-written cache files of runs that were killed while writing them (their process is gone)."""
     for orphan in folder.glob("*.partial-*"):
         pid = orphan.suffix.removeprefix(".partial-")
-        if pid.isdigit() and not _process_exists(int(pid)):
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
             orphan.unlink(missing_ok=True)
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process
-    return True
 
 
 def build_fold_features(dataset: Dataset, fold: Fold, config: FeaturesConfig) -> FoldFeatures:

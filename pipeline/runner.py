@@ -67,6 +67,12 @@ class _Tables:
     data: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
 
+    def note(self, text: str) -> None:
+        """A note for the terminal and run.json, logged once however many seeds or folds raise it."""
+        if text not in self.notes:
+            self.notes.append(text)
+            log.warning(text)
+
 
 def run_pipeline(config: PipelineConfig, progress: bool = True) -> RunOutcome:
     """Run every stage and write the run directory; raises ``PipelineError`` on bad config or data."""
@@ -164,11 +170,8 @@ def _run_seed(config: PipelineConfig, policies, run_dir: RunDirectory, timer: St
     use_truth = config.evaluation.ground_truth and dataset.click_model is not None
     use_off_policy = config.evaluation.off_policy.enabled and dataset.has_propensity
     if config.evaluation.off_policy.enabled and not dataset.has_propensity:
-        note = (f"off-policy estimates skipped: {dataset.source('interactions')} has no propensity column "
-                "(data.files.columns.propensity)")
-        if note not in tables.notes:
-            tables.notes.append(note)
-            log.warning(note)
+        tables.note(f"off-policy estimates skipped: {dataset.source('interactions')} has no propensity column "
+                    "(data.files.columns.propensity)")
 
     for fold in folds:
         with timer.stage("context_features"):
@@ -176,9 +179,7 @@ def _run_seed(config: PipelineConfig, policies, run_dir: RunDirectory, timer: St
         check_inputs(policies, features, vectors, config.evaluation, dataset, fold.index)
         for note in replay_support_notes(features.test[RESPONSE].to_numpy(), seed, fold.index,
                                          dataset.click_model is not None):
-            if note not in tables.notes:
-                tables.notes.append(note)
-                log.warning(note)
+            tables.note(note)
         tables.folds.append({"seed": seed, "fold": fold.index, "n_train": len(features.train),
                              "n_test": len(features.test), "n_test_contexts": int(features.test["context_id"].nunique())})
         tables.test_contexts.append(pd.DataFrame({"seed": seed, "fold": fold.index,
@@ -204,10 +205,9 @@ def _run_seed(config: PipelineConfig, policies, run_dir: RunDirectory, timer: St
             with timer.stage("off_policy"):
                 context.reward_model = RewardModel(config.evaluation.off_policy.reward_model, seed).fit(features)
                 if context.reward_model.fallback_:
-                    tables.notes.append(f"seed {seed} fold {fold.index}: DR's logistic reward model could not be "
-                                        f"fitted ({context.reward_model.fallback_}); it used item means instead "
-                                        "(column reward_model of off_policy.csv)")
-                    log.warning(tables.notes[-1])
+                    tables.note(f"seed {seed} fold {fold.index}: DR's logistic reward model could not be fitted "
+                                f"({context.reward_model.fallback_}); it used item means instead (column "
+                                "reward_model of off_policy.csv)")
                 context.propensity = dataset.interactions[PROPENSITY].to_numpy()[fold.test_rows]
         started = time.perf_counter()
         context = executor.share(context, len(policies))
