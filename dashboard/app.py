@@ -19,9 +19,11 @@ import streamlit as st
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `streamlit run` does not add the repo root
 
 from dashboard.data import RunDataError, list_runs  # noqa: E402
-from dashboard.views import config, explorer, items, leaderboard, metrics_at_k, off_policy, simulation  # noqa: E402
+from dashboard.views.common import url_widget  # noqa: E402
+from dashboard.views import (config, decision, explorer, items, leaderboard, metrics_at_k, off_policy,  # noqa: E402
+                             simulation)
 
-PAGES = [leaderboard, metrics_at_k, off_policy, simulation, explorer, items, config]
+PAGES = [decision, leaderboard, metrics_at_k, off_policy, simulation, explorer, items, config]
 
 
 def runs_root() -> Path:
@@ -33,7 +35,7 @@ def runs_root() -> Path:
 
 def sidebar_run(runs):
     names = [run.name for run in runs]
-    chosen = st.sidebar.selectbox("run", names, index=0, help="newest first")
+    chosen = url_widget(st.sidebar.selectbox, "run", names, names[0], "run", help="newest first")
     run = runs[names.index(chosen)]
     info = run.info
     data = info.get("data", {})
@@ -59,7 +61,9 @@ def main() -> None:
         st.info(f"No complete run under {root}. Run `python -m pipeline run configs/default.yaml` first.")
         return
     run = sidebar_run(runs)
-    page = PAGES[[p.TITLE for p in PAGES].index(st.sidebar.radio("page", [p.TITLE for p in PAGES]))]
+    titles = [p.TITLE for p in PAGES]
+    title = url_widget(st.sidebar.radio, "page", titles, titles[0], "page")  # survives a reload; a link can be shared
+    page = PAGES[titles.index(title)]
     st.title(page.TITLE)
     try:
         page.render(run, runs)

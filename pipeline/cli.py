@@ -178,7 +178,7 @@ def with_set_origin(message: str, overrides: list[str]) -> str:
 
 
 def run(config, quiet: bool) -> int:
-    from pipeline.report import format_leaderboard
+    from pipeline.report import format_decision, format_leaderboard, format_off_policy
     from pipeline.runner import run_pipeline
 
     for name in ("SIGTERM", "SIGHUP"):
@@ -186,12 +186,20 @@ def run(config, quiet: bool) -> int:
     outcome = run_pipeline(config, progress=not quiet)
     k = config.evaluation.leaderboard_k
     folds, seeds = outcome.metrics["fold"].nunique(), outcome.metrics["seed"].nunique()
-    print(f"\nLeaderboard (k={k}, mean over {folds} fold(s) and {seeds} seed(s)) - run {outcome.path}")
+    print(f"\nDecision - run {outcome.path}")
+    print(format_decision(outcome.decision))
+    print(f"\nLeaderboard (k={k}, mean over {folds} fold(s) and {seeds} seed(s); columns in order of trust: decision "
+          "metric, truth, off-policy, replay)")
     print(format_leaderboard(outcome.leaderboard))
+    if outcome.off_policy is not None:
+        print(f"\nOff-policy estimates at k={k} with 95% intervals and overlap (off_policy.csv; '!' = unreliable):")
+        print(format_off_policy(outcome.off_policy, k, config.evaluation.decision.estimator))
     if outcome.off_policy_summary is not None:
-        overall = outcome.off_policy_summary.query("policy == 'ALL'").set_index("estimator")
-        print("\nOff-policy estimates of true_ctr@1 over all (policy, seed, fold) cases (off_policy_summary.csv):")
-        print(overall[["cases", "bias", "rmse", "coverage", "mean_matched_events"]].to_string(float_format="{:.4f}".format))
+        overall = outcome.off_policy_summary.query("policy == 'ALL'").set_index(["k", "estimator"])
+        print("\nOff-policy estimates against the truth (true_ctr@k) over all (policy, seed, fold) cases "
+              "(off_policy_summary.csv):")
+        print(overall[["cases", "bias", "rmse", "coverage", "mean_effective_sample_size", "unreliable_cases"]]
+              .to_string(float_format="{:.4f}".format))
     if outcome.simulation_summary is not None:
         columns = ["cum_reward", "cum_regret", "regret_growth_ratio"]
         if outcome.simulation_summary["shock_step"].notna().any():

@@ -61,6 +61,13 @@ class SyntheticConfig(Strict):
     base_ctr: float = Field(0.05, gt=0, lt=1, description="mean click probability under uniform logging")
     seed: int | None = Field(None, description="data seed; null uses the top-level seed")
     effects: EffectsConfig = EffectsConfig()
+    logging: Literal["uniform", "softmax"] = Field(
+        "uniform", description="the logging policy that picks the shown item: uniform at random, or a softmax "
+                               "over a noisy view of the true click logits (a production-like logger)")
+    logging_temperature: float = Field(1.0, gt=0, description="softmax logging: lower is greedier")
+    logging_noise: float = Field(1.0, ge=0, description="softmax logging: spread of the logger's per-item error")
+    logging_uniform_share: float = Field(0.1, gt=0, le=1, description="softmax logging: share of events logged "
+                                                                       "uniformly, so every item keeps support")
 
 
 class ColumnNames(Strict):
@@ -231,8 +238,35 @@ def _default_policies() -> dict[str, PolicyConfig]:
 
 # --------------------------------------------------------------------------------------- evaluation
 class OffPolicyConfig(Strict):
-    enabled: bool = Field(True, description="IPS/SNIPS/DR of each policy's top-1 value when propensities exist")
-    reward_model: Literal["logistic", "item_mean"] = Field("logistic", description="r_hat for DR")
+    enabled: bool = Field(True, description="off-policy estimates of each policy's first item and top-k list "
+                                            "(k = leaderboard_k) when the log has propensities")
+    reward_model: Literal["logistic", "item_mean"] = Field("logistic", description="r_hat of the DR-type estimators")
+    cross_fit: int = Field(2, ge=1, description="parts of the test contexts; each part's r_hat is fitted on the "
+                                                "training rows and the other parts (1: training rows only)")
+    action_samples: int = Field(100, ge=1, description="Monte Carlo draws of a sampling policy's lists per "
+                                                       "context, for its action probabilities")
+    switch_tau_per_item: float = Field(2.0, gt=0, description="Switch-DR drops the correction of events whose "
+                                                              "weight exceeds this x the number of items")
+    min_effective_sample_size: float = Field(30.0, ge=1, description="below it an estimate is flagged unreliable")
+    max_weight_share: float = Field(0.2, gt=0, le=1, description="largest single weight over the sum of weights "
+                                                                 "above which an estimate is flagged unreliable")
+    max_unsupported_share: float = Field(0.01, ge=0, le=1, description="share of the policy's choices on items the "
+                                                                       "log never shows, above which it is flagged")
+
+
+DECISION_ESTIMATORS = ("IPS", "SNIPS", "DR", "SNDR", "SwitchDR")
+
+
+class DecisionConfig(Strict):
+    """Which policy to ship: the metric the decision rests on and the baseline each policy is compared with."""
+
+    metric: Literal["auto", "truth", "off_policy", "replay"] = Field(
+        "auto", description="auto: the true value on synthetic data, else the off-policy estimate of the list's "
+                            "value, else replay CTR (flagged, and refused under non-uniform logging)")
+    estimator: Literal["IPS", "SNIPS", "DR", "SNDR", "SwitchDR"] = Field(
+        "DR", description="the off-policy estimator the decision uses")
+    baseline: str | None = Field("Logging", description="policy every candidate is compared with; Logging is the "
+                                                        "policy that wrote the log (null: none)")
 
 
 class EvaluationConfig(Strict):
@@ -256,6 +290,7 @@ class EvaluationConfig(Strict):
     beyond_accuracy: bool = Field(True, description="diversity, catalog coverage and novelty of the lists")
     diversity_sample: int = Field(1000, ge=2, description="contexts Jurity samples per diversity run")
     off_policy: OffPolicyConfig = OffPolicyConfig()
+    decision: DecisionConfig = DecisionConfig()
 
     @model_validator(mode="after")
     def _consistent_k(self) -> "EvaluationConfig":

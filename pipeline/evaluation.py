@@ -18,7 +18,7 @@ with the highest true probability.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -33,10 +33,11 @@ from pipeline.errors import ConfigError
 from pipeline.features import FoldFeatures
 from pipeline.policies import PolicySpec
 from pipeline.scoring import ScoringInput, recommend_all, scorer_for
-from pipeline.uncertainty import Bootstrap, replay_details
+from pipeline.uncertainty import Bootstrap, percentiles, replay_details
 
 SCORE = "score"  # Mab2Rec's name for the recommendation score, and the click column Jurity compares
 ORACLE = "Oracle"
+LOGGING = "Logging"  # the policy that wrote the log
 METRIC_CLASSES = {
     "AUC": BinaryRecoMetrics.AUC, "CTR": BinaryRecoMetrics.CTR, "Precision": RankingRecoMetrics.Precision,
     "Recall": RankingRecoMetrics.Recall, "NDCG": RankingRecoMetrics.NDCG, "MAP": RankingRecoMetrics.MAP,
@@ -68,6 +69,8 @@ class PolicyRun:
     metrics: pd.DataFrame
     recommendations: pd.DataFrame
     recommender: BanditRecommender
+    scorer: object = None  # the fast scorer that ranked the lists (None: Mab2Rec's own path)
+    draws: dict = field(default_factory=dict)  # bootstrap draws of CTR@k, for paired differences
 
 
 def check_inputs(policies: list[PolicySpec], features: FoldFeatures, item_vectors: pd.DataFrame | None,
@@ -144,8 +147,9 @@ def run_policy(spec: PolicySpec, features: FoldFeatures, item_vectors: pd.DataFr
         recommendations = recommend_all(scorer, inputs, config.top_k, seed)
     else:
         recommendations = score(recommender, features.test[columns], **common)
-    metrics = replay_metric_rows(recommendations, features, config, spec.name, fold, bootstrap)
-    return PolicyRun(metrics, ranked(recommendations, spec.name, fold), recommender)
+    draws = {}
+    metrics = replay_metric_rows(recommendations, features, config, spec.name, fold, bootstrap, draws)
+    return PolicyRun(metrics, ranked(recommendations, spec.name, fold), recommender, scorer, draws)
 
 
 def fit_in_batches(recommender: BanditRecommender, spec: PolicySpec, features: FoldFeatures, batch_size: int) -> None:
@@ -169,13 +173,13 @@ def fit_in_batches(recommender: BanditRecommender, spec: PolicySpec, features: F
 
 
 def replay_metric_rows(recommendations: pd.DataFrame, features: FoldFeatures, config: EvaluationConfig, policy: str,
-                       fold: int, bootstrap: Bootstrap) -> pd.DataFrame:
+                       fold: int, bootstrap: Bootstrap, draws: dict | None = None) -> pd.DataFrame:
     """Jurity's replay metrics of one policy's lists (computed by ``replay_details``, tested equal to Jurity's
     ``CombinedMetrics``), with bootstrap intervals and support."""
     actual = features.test[[CONTEXT_ID, ITEM_ID, RESPONSE]].rename(columns={RESPONSE: SCORE})
     predicted = recommendations[[CONTEXT_ID, ITEM_ID, SCORE]]
     details = replay_details(actual, predicted, [(name, k) for k in config.k_list for name in config.metrics],
-                             bootstrap)
+                             bootstrap, draws)
     return details.assign(policy=policy, fold=fold)[METRIC_COLUMNS]
 
 
@@ -225,8 +229,10 @@ class GroundTruth:
             SCORE: self.best_probabilities.ravel(),
         })
 
-    def metric_rows(self, recommendations: pd.DataFrame, policy: str, fold: int, bootstrap: Bootstrap) -> pd.DataFrame:
-        """``true_ctr``, ``true_hit_rate`` and ``true_regret`` at every k, with bootstrap intervals."""
+    def metric_rows(self, recommendations: pd.DataFrame, policy: str, fold: int, bootstrap: Bootstrap,
+                    draws: dict | None = None) -> pd.DataFrame:
+        """``true_ctr``, ``true_hit_rate`` and ``true_regret`` at every k, with bootstrap intervals (and, into
+        ``draws``, ``true_ctr@k``'s bootstrap draws for paired differences)."""
         width = max(self.k_values)
         if policy == ORACLE:  # its lists are the sampled events' best items, whose probabilities are known
             probs, events = self.best_probabilities[:, :width], self.oracle_events
@@ -244,8 +250,28 @@ class GroundTruth:
             per_event = {"true_ctr": (ctr, events), "true_hit_rate": (1 - np.prod(1 - probs[:, :k], axis=1), events),
                          "true_regret": (self.oracle_ctr[k] - ctr[on_oracle_events], self.oracle_events)}
             for name, (values, on) in per_event.items():
-                out.append((policy, name, k, fold, float(values.mean()), *bootstrap.mean(values, on), len(values)))
+                resampled = bootstrap.ratio_draws(values, np.ones(len(values)), on)
+                interval = (np.nan, np.nan) if resampled is None else percentiles(resampled)
+                if name == "true_ctr" and draws is not None and resampled is not None:
+                    draws[f"true_ctr@{k}"] = resampled
+                out.append((policy, name, k, fold, float(values.mean()), *interval, len(values)))
         return pd.DataFrame(out, columns=METRIC_COLUMNS)
+
+
+def logging_truth_rows(truth: GroundTruth, fold: int, bootstrap: Bootstrap, draws: dict) -> pd.DataFrame:
+    """``true_ctr`` of the logging policy at every k: ``sum_a p(a | x) r(x, a)`` per event, on the Oracle's events
+    (it shows one item per event, so its top-k value is that of one item)."""
+    events = truth.event_table.iloc[truth.oracle_rows]
+    values = np.concatenate([(truth.model.probabilities(part) * truth.model.logging_probabilities(part)).sum(axis=1)
+                             for part in (events.iloc[start:start + 2048] for start in range(0, len(events), 2048))])
+    resampled = bootstrap.ratio_draws(values, np.ones(len(values)), truth.oracle_events)
+    interval = (np.nan, np.nan) if resampled is None else percentiles(resampled)
+    rows = []
+    for k in truth.k_values:
+        if resampled is not None:
+            draws[f"true_ctr@{k}"] = resampled
+        rows.append((LOGGING, "true_ctr", k, fold, float(values.mean()), *interval, len(values)))
+    return pd.DataFrame(rows, columns=METRIC_COLUMNS)
 
 
 def oracle_replay_rows(oracle: pd.DataFrame, features: FoldFeatures, config: EvaluationConfig, fold: int,

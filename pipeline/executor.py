@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Iterator
 
 import joblib
+import numpy as np
 import pandas as pd
 
 from pipeline.beyond_accuracy import beyond_accuracy_rows
@@ -44,7 +45,8 @@ from pipeline.data.dataset import ITEM_ID
 from pipeline.errors import ConfigError
 from pipeline.evaluation import GroundTruth, run_policy
 from pipeline.features import FoldFeatures
-from pipeline.offpolicy import RewardModel, off_policy_rows
+from pipeline.offpolicy import LoggedTestEvents, policy_estimates, target_terms
+from pipeline.scoring import ScoringInput
 from pipeline.policies import PolicySpec
 from pipeline.timing import StageTimer
 from pipeline.uncertainty import Bootstrap
@@ -65,8 +67,7 @@ class FoldContext:
     bootstrap: Bootstrap
     n_items: int
     truth: GroundTruth | None = None
-    reward_model: RewardModel | None = None
-    propensity: object = None  # logged propensities of the test rows (off-policy), or None
+    logged: LoggedTestEvents | None = None  # the test events as the off-policy estimators need them, or None
 
     def beyond_accuracy(self, recommendations: pd.DataFrame, policy: str) -> pd.DataFrame:
         """Diversity, coverage and novelty rows of one policy's lists on this fold."""
@@ -85,6 +86,7 @@ class PolicyOutcome:
     recommender: object
     off_policy: pd.DataFrame | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    draws: dict[str, np.ndarray] = field(default_factory=dict)  # bootstrap draws by label, e.g. "DR@5"
 
 
 def evaluate_policy(context: FoldContext, spec: PolicySpec, threads: int) -> PolicyOutcome:
@@ -100,16 +102,41 @@ def evaluate_policy(context: FoldContext, spec: PolicySpec, threads: int) -> Pol
         if evaluation.beyond_accuracy:
             with timer.stage("beyond_accuracy"):
                 metrics.append(context.beyond_accuracy(result.recommendations, spec.name))
+        draws = dict(result.draws)
         if context.truth is not None:
             with timer.stage("ground_truth"):
                 metrics.append(context.truth.metric_rows(result.recommendations, spec.name, context.fold,
-                                                         context.bootstrap))
-        if context.reward_model is not None:
+                                                         context.bootstrap, draws))
+        if context.logged is not None:
             with timer.stage("off_policy"):
-                off_policy = off_policy_rows(result.recommendations, context.features, context.propensity,
-                                             context.reward_model, spec.name, context.fold)
+                off_policy, estimate_draws = off_policy_for(context, spec, result)
+                draws.update(estimate_draws)
     return PolicyOutcome(spec.name, metrics, result.recommendations, result.recommender, off_policy,
-                         timer.seconds)
+                         timer.seconds, decision_draws(draws, context.evaluation))
+
+
+def off_policy_for(context: FoldContext, spec: PolicySpec, result) -> tuple[pd.DataFrame, dict]:
+    """Every estimator of one policy's first item and top-k list (k = leaderboard_k) on the fold's log."""
+    evaluation = context.evaluation
+    inputs = ScoringInput.of(context.features, contextual=result.recommender.mab.is_contextual) \
+        if result.scorer is not None else None
+    targets = target_terms(result.recommendations, result.scorer, inputs, context.logged.test,
+                           decision_ks(evaluation), context.logged.reward_model, context.logged.logged_items,
+                           evaluation.off_policy.action_samples, context.seed,
+                           stochastic_without_scorer=spec.is_sampling)
+    return policy_estimates(targets, context.logged, evaluation.off_policy, context.n_items, context.bootstrap,
+                            spec.name, context.fold)
+
+
+def decision_ks(evaluation: EvaluationConfig) -> list[int]:
+    """The list lengths the decision and the off-policy estimates look at: the first item and leaderboard_k."""
+    return sorted({1, evaluation.leaderboard_k})
+
+
+def decision_draws(draws: dict[str, np.ndarray], evaluation: EvaluationConfig) -> dict[str, np.ndarray]:
+    """The draws the decision can use (at k = 1 and leaderboard_k), as float32 to keep the run small."""
+    ks = {str(k) for k in decision_ks(evaluation)}
+    return {label: values.astype(np.float32) for label, values in draws.items() if label.rpartition("@")[2] in ks}
 
 
 @contextmanager

@@ -32,7 +32,7 @@ LEARNING_POLICIES: dict[str, type] = {**_policy_classes(LearningPolicy), "Neural
 NEIGHBORHOOD_POLICIES: dict[str, type] = _policy_classes(NeighborhoodPolicy)
 
 #: Names reserved for rows the pipeline adds itself.
-RESERVED_POLICY_NAMES = frozenset({"Oracle"})
+RESERVED_POLICY_NAMES = frozenset({"Oracle", "Logging"})  # rows the pipeline adds itself
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,17 @@ class PolicySpec:
             return own
         return MAB(arms=[0, 1], learning_policy=self.learning_policy,
                    neighborhood_policy=self.neighborhood_policy).is_contextual
+
+    @property
+    def is_sampling(self) -> bool:
+        """Whether its lists are random draws (so one list is one sample of its action distribution)."""
+        policy = self.learning_policy
+        if isinstance(policy, (LearningPolicy.ThompsonSampling, LearningPolicy.LinTS, LearningPolicy.Popularity,
+                               LearningPolicy.Random, LearningPolicy.Softmax)):
+            return True
+        if getattr(policy, "decision", None) == "ts":  # NeuralLinear's Thompson-sampling rule
+            return True
+        return float(getattr(policy, "epsilon", 0.0) or 0.0) > 0
 
     def build(self, top_k: int, seed: int, item_features: pd.DataFrame | None = None) -> BanditRecommender:
         """A fresh, untrained recommender (a new object each call, so folds never share state).

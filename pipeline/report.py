@@ -9,31 +9,45 @@ from scipy import stats
 from pipeline.beyond_accuracy import NAMES as BEYOND_ACCURACY
 from pipeline.config import METRIC_NAMES
 from pipeline.evaluation import ORACLE
+from pipeline.offpolicy import ESTIMATORS, OBSERVED
 
 
-def leaderboard(metrics: pd.DataFrame, k: int) -> pd.DataFrame:
-    """Pivot the long metric table to one row per policy.
+def leaderboard(metrics: pd.DataFrame, k: int, off_policy: pd.DataFrame | None = None,
+                decision_metric: str | None = None) -> pd.DataFrame:
+    """One row per policy, columns in order of trust; the one implementation the terminal and dashboard share.
 
-    Replay metrics and ground-truth metrics are shown at ``k``, plus ``true_ctr@1`` (the value of each
-    policy's first item) when ground truth exists.  Rows are sorted by ``true_ctr@1`` when known, else by
-    replay ``CTR@k``; the Oracle row comes last as the reference.
+    Columns: the decision's metric first, then the truth (``true_ctr@1`` and at ``k``, ``true_hit_rate@k``,
+    ``true_regret@1``), the off-policy estimates at ``k`` (``<estimator>@k``, the logging policy's observed rate
+    in each), the replay metrics at ``k`` (biased unless the log was uniform), and beyond-accuracy.  Values are
+    means over seeds and folds.  Rows are sorted by the decision's metric (else ``true_ctr@1``, else replay
+    ``CTR@k``); the Oracle row comes last as the reference.
     """
     means = metrics.groupby(["policy", "metric", "k"], sort=False)["value"].mean().reset_index()
-    wanted = [(name, k) for name in METRIC_NAMES] + [("true_ctr", 1), ("true_ctr", k), ("true_hit_rate", k),
-                                                     ("true_regret", 1)] + [(name, k) for name in BEYOND_ACCURACY]
-    columns = []
-    for name, at in dict.fromkeys(wanted):
-        values = means[(means["metric"] == name) & (means["k"] == at)].set_index("policy")["value"]
-        if len(values):
-            columns.append(values.rename(f"{name}@{at}"))
-    table = pd.concat(columns, axis=1)
-    table = table.reindex(list(dict.fromkeys(metrics["policy"])))
-    sort_by = "true_ctr@1" if "true_ctr@1" in table else f"CTR@{k}"
-    if sort_by in table:
-        policies = table.drop(index=ORACLE, errors="ignore").sort_values(sort_by, ascending=False)
-        table = pd.concat([policies, table.loc[[ORACLE]]]) if ORACLE in table.index else policies
+    truth = [("true_ctr", 1), ("true_ctr", k), ("true_hit_rate", k), ("true_regret", 1)]
+    columns = {f"{name}@{at}": _column(means, name, at) for name, at in dict.fromkeys(truth)}
+    if off_policy is not None and len(off_policy):
+        estimates = off_policy[off_policy["k"] == k]
+        for name in ESTIMATORS:
+            rows = estimates[estimates["estimator"].isin([name, OBSERVED])]
+            columns[f"{name}@{k}"] = rows.groupby("policy", sort=False)["value"].mean()
+    for name in list(METRIC_NAMES) + list(BEYOND_ACCURACY):
+        columns[f"{name}@{k}"] = _column(means, name, k)
+    columns = {label: values for label, values in columns.items() if len(values)}
+    policies = list(dict.fromkeys(list(metrics["policy"]) + (list(off_policy["policy"]) if off_policy is not None
+                                                             and len(off_policy) else [])))
+    table = pd.DataFrame(columns).reindex(policies)
+    order = [decision_metric] if decision_metric in table else []
+    table = table[order + [c for c in table.columns if c not in order]]
+    sort_by = next((c for c in (decision_metric, "true_ctr@1", f"CTR@{k}") if c in table), None)
+    if sort_by is not None:
+        ranked = table.drop(index=ORACLE, errors="ignore").sort_values(sort_by, ascending=False)
+        table = pd.concat([ranked, table.loc[[ORACLE]]]) if ORACLE in table.index else ranked
     table.index.name = "policy"
     return table
+
+
+def _column(means: pd.DataFrame, name: str, k: int) -> pd.Series:
+    return means[(means["metric"] == name) & (means["k"] == k)].set_index("policy")["value"]
 
 
 def t_interval(values: np.ndarray) -> tuple[float, float, float]:
@@ -56,13 +70,17 @@ def metric_range(metric: str) -> tuple[float, float]:
     return (0.0, np.inf) if metric in UNBOUNDED_ABOVE else (0.0, 1.0)
 
 
+MIN_VALUES_FOR_T = 3  # a t-interval on two values is wider than the metric's range and says nothing
+
+
 def seed_summary(metrics: pd.DataFrame) -> pd.DataFrame:
     """Mean over seeds of each (policy, metric, k), with a 95% Student-t interval across seeds.
 
     Each seed's value is first averaged over its folds, so a seed counts once whatever the split.  The interval
-    is cut to the metric's range (a t-interval on a few values near 1 would otherwise reach past it: a coverage
-    of 0.995 [0.983, 1.007]); ``n_undefined_seeds`` counts the seeds where the metric had no value (an AUC
-    without a clicked matched event), which the mean and interval leave out.
+    needs at least three seeds with a value (``interval`` says so otherwise, and the bounds are n/a) and is cut
+    to the metric's range (a t-interval on a few values near 1 would reach past it: 0.995 [0.983, 1.007]);
+    ``n_undefined_seeds`` counts the seeds where the metric had no value (an AUC without a clicked matched
+    event), which the mean and interval leave out.
     """
     per_seed = metrics.groupby(["policy", "metric", "k", "seed"], sort=False)["value"].mean().reset_index()
     rows = []
@@ -70,13 +88,73 @@ def seed_summary(metrics: pd.DataFrame) -> pd.DataFrame:
         values = group["value"].dropna().to_numpy()
         mean, low, high = t_interval(values)
         floor, ceiling = metric_range(metric)
-        rows.append((policy, metric, k, len(values), len(group) - len(values), mean,
-                     np.clip(low, floor, ceiling), np.clip(high, floor, ceiling)))
-    return pd.DataFrame(rows, columns=["policy", "metric", "k", "n_seeds", "n_undefined_seeds", "mean", "low", "high"])
+        if len(values) >= MIN_VALUES_FOR_T:
+            low, high, note = np.clip(low, floor, ceiling), np.clip(high, floor, ceiling), "t"
+        else:
+            low, high, note = np.nan, np.nan, f"none: {len(values)} seed(s) with a value, 3 needed"
+        rows.append((policy, metric, k, len(values), len(group) - len(values), mean, low, high, note))
+    return pd.DataFrame(rows, columns=["policy", "metric", "k", "n_seeds", "n_undefined_seeds", "mean", "low", "high",
+                                       "interval"])
+
+
+def fold_summary(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Per seed, policy, metric and k: how many folds gave a value and how many did not (a mean "over 5 folds"
+    can rest on one), next to the mean over the folds that did."""
+    grouped = metrics.groupby(["seed", "policy", "metric", "k"], sort=False)["value"]
+    return grouped.agg(mean="mean", n_folds="count", n_folds_total="size").reset_index().assign(
+        n_undefined_folds=lambda frame: frame["n_folds_total"] - frame["n_folds"]).drop(columns="n_folds_total")
 
 
 def format_leaderboard(table: pd.DataFrame) -> str:
-    """Accuracy and ground-truth columns first; beyond-accuracy columns in a second block (terminal width)."""
-    beyond = [c for c in table.columns if c.split("@")[0] in BEYOND_ACCURACY]
-    blocks = [table.drop(columns=beyond)] + ([table[beyond]] if beyond else [])
-    return "\n\n".join(block.to_string(float_format=lambda value: f"{value:.4f}", na_rep="n/a") for block in blocks)
+    """Decision, truth and off-policy columns first; replay, then beyond-accuracy in later blocks (terminal width)."""
+    def family(column: str) -> str:
+        name = column.split("@")[0]
+        return "beyond" if name in BEYOND_ACCURACY else "replay" if name in METRIC_NAMES else "first"
+
+    blocks = [table[[c for c in table.columns if family(c) == part]] for part in ("first", "replay", "beyond")]
+    return "\n\n".join(block.to_string(float_format=lambda value: f"{value:.4f}", na_rep="n/a")
+                        for block in blocks if block.shape[1])
+
+
+def format_decision(decision: dict) -> str:
+    """The decision first: what to ship (or that nothing can be decided), on which metric, and why."""
+    lines = [f"  ship:   {decision.get('policy') or 'no decision'}",
+             f"  metric: {decision.get('metric') or 'none'} - {decision.get('metric_reason', '')}",
+             f"  why:    {decision.get('reason', '')}"]
+    policies = pd.DataFrame(decision.get("policies") or [])
+    if len(policies):
+        def cell(row, name):
+            return f"{row[name]:+.4f} [{row[name + '_low']:+.4f}, {row[name + '_high']:+.4f}]"
+
+        shown = pd.DataFrame({
+            "policy": policies["policy"],
+            "value [95%]": [f"{r.value:.4f} [{r.low:.4f}, {r.high:.4f}]" for r in policies.itertuples()],
+            "vs leader": [cell(row, "diff_to_leader") for _, row in policies.iterrows()],
+            "P(best)": policies["p_best"].map("{:.2f}".format),
+            "expected loss": policies["expected_loss"].map("{:.4f}".format),
+        })
+        if "diff_to_baseline" in policies:
+            shown[f"vs {decision.get('baseline')}"] = [cell(row, "diff_to_baseline") for _, row in policies.iterrows()]
+        if not policies["reliable"].all():
+            shown["reliable"] = policies["reliable"].map({True: "yes", False: "NO"})
+        shown = shown.iloc[np.argsort(-policies["value"].to_numpy())]
+        lines.append("  " + shown.to_string(index=False).replace("\n", "\n  "))
+    if decision.get("minimum_detectable_difference") is not None:
+        lines.append(f"  smallest detectable difference at {decision['n_test_events']:,} test events: "
+                     f"{decision['minimum_detectable_difference']:.4f} (top two differ by "
+                     f"{decision['top_two_difference']:.4f})")
+    return "\n".join(lines)
+
+
+def format_off_policy(off_policy: pd.DataFrame, k: int, estimator: str) -> str:
+    """One row per policy: the decision's estimator and SNIPS at ``k`` with intervals, and the overlap."""
+    rows = off_policy[(off_policy["k"] == k) & off_policy["estimator"].isin([estimator, "SNIPS", OBSERVED])]
+    means = rows.groupby(["policy", "estimator"], sort=False)[["value", "low", "high", "effective_sample_size"]].mean()
+    reliable = rows.groupby(["policy", "estimator"], sort=False)["reliable"].all()
+    out = []
+    for (policy, name), row in means.iterrows():
+        mark = "" if reliable.loc[(policy, name)] else " !"
+        out.append({"policy": policy, "estimator": name, "value [95%]": f"{row.value:.4f} [{row.low:.4f}, "
+                                                                          f"{row.high:.4f}]{mark}",
+                    "effective events": f"{row.effective_sample_size:.0f}"})
+    return pd.DataFrame(out).to_string(index=False)

@@ -24,11 +24,13 @@ from tqdm.auto import tqdm
 from pipeline.config import PipelineConfig
 from pipeline.data import load_dataset
 from pipeline.data.dataset import CONTEXT_ID, ITEM_ID, PROPENSITY, RESPONSE
-from pipeline.evaluation import ORACLE, GroundTruth, check_inputs, oracle_replay_rows
-from pipeline.executor import FoldContext, make_executor
+from pipeline.decision import choose_metric, decide, decision_values, pooled_draws, with_logging_draws
+from pipeline.evaluation import LOGGING, ORACLE, GroundTruth, check_inputs, logging_truth_rows, oracle_replay_rows
+from pipeline.executor import FoldContext, decision_draws, decision_ks, make_executor
 from pipeline.features import fold_features, item_featurizer, item_vectors
-from pipeline.offpolicy import RewardModel, summarise_against_truth
-from pipeline.report import leaderboard, seed_summary
+from pipeline.offpolicy import (CrossFittedRewardModel, LoggedTestEvents, logging_policy_estimates,
+                                summarise_against_truth)
+from pipeline.report import fold_summary, leaderboard, seed_summary
 from pipeline.rundir import RunDirectory
 from pipeline.simulation import simulate
 from pipeline.split import make_folds
@@ -50,6 +52,8 @@ class RunOutcome:
     off_policy_summary: pd.DataFrame | None = None
     simulation_summary: pd.DataFrame | None = None
     notes: list[str] = field(default_factory=list)
+    decision: dict | None = None
+    off_policy: pd.DataFrame | None = None
 
 
 @dataclass
@@ -66,6 +70,15 @@ class _Tables:
     folds: list = field(default_factory=list)
     data: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
+    draws: list = field(default_factory=list)
+    replay_biased: bool = False
+
+    def add_draws(self, draws: dict, seed: int, fold: int, policy: str) -> None:
+        """Bootstrap draws by label, kept long (seed, fold, policy, label, resample, value) for the decision."""
+        for label, values in draws.items():
+            self.draws.append(pd.DataFrame({"seed": seed, "fold": fold, "policy": policy, "label": label,
+                                            "resample": np.arange(len(values), dtype=np.int32),
+                                            "value": np.asarray(values, dtype=np.float32)}))
 
     def note(self, text: str) -> None:
         """A note for the terminal and run.json, logged once however many seeds or folds raise it."""
@@ -95,7 +108,11 @@ def run_pipeline(config: PipelineConfig, progress: bool = True) -> RunOutcome:
         bar.close()
 
         with timer.stage("write"):
-            metrics, table, summary, simulation = _write_tables(run_dir, tables, config)
+            metrics, summary, simulation = _write_tables(run_dir, tables, config)
+            decision = _write_decision(run_dir, tables, config, metrics)
+            off_policy = pd.concat(tables.off_policy, ignore_index=True) if tables.off_policy else None
+            table = leaderboard(metrics, config.evaluation.leaderboard_k, off_policy, decision.get("metric"))
+            run_dir.write_table("leaderboard", table.reset_index())
         timings = {**timer.seconds, "total": time.perf_counter() - started}
         run_dir.write_json("timings.json", timings)
         run_dir.complete({
@@ -107,31 +124,59 @@ def run_pipeline(config: PipelineConfig, progress: bool = True) -> RunOutcome:
             "data": tables.data,
             "leaderboard_k": config.evaluation.leaderboard_k,
             "simulation": config.simulation.model_dump() if config.simulation.enabled else None,
+            "replay_biased": tables.replay_biased,
+            "decision": {key: decision.get(key) for key in ("metric", "metric_kind", "policy")},
             "notes": tables.notes,
         })
     log.info("run written to %s", run_dir.final)
-    return RunOutcome(run_dir.final, metrics, table, timings, summary, simulation, tables.notes)
+    return RunOutcome(run_dir.final, metrics, table, timings, summary, simulation, tables.notes, decision, off_policy)
+
+
+def _write_decision(run_dir: RunDirectory, tables: _Tables, config: PipelineConfig, metrics: pd.DataFrame) -> dict:
+    """``decision.json`` (the pick, or null and why) and ``decision.csv`` (one row per policy); see decision.py."""
+    draws = pd.concat(tables.draws, ignore_index=True) if tables.draws else pd.DataFrame(
+        columns=["seed", "fold", "policy", "label", "resample", "value"])
+    run_dir.write_table("draws", draws, csv=False)
+    off_policy = pd.concat(tables.off_policy, ignore_index=True) if tables.off_policy else None
+    label, kind, metric_reason = choose_metric(config.evaluation, "true_ctr" in set(metrics["metric"]),
+                                               off_policy is not None, tables.replay_biased)
+    n_test = int(pd.DataFrame(tables.folds).groupby("seed")["n_test"].sum().mean())
+    baseline = config.evaluation.decision.baseline
+    if label is None:
+        decision, table = {"metric": None, "metric_kind": None, "metric_reason": metric_reason, "policy": None,
+                           "reason": f"no decision: {metric_reason}", "baseline": baseline,
+                           "n_test_events": n_test}, pd.DataFrame()
+    else:
+        values, reliable = decision_values(label, kind, metrics, off_policy)
+        decision, table = decide(values, pooled_draws(with_logging_draws(draws, label), label), label, kind,
+                                 metric_reason, baseline, n_test, reliable)
+    if kind == "replay":
+        decision["reason"] += " Replay metric: trust it only if the log was collected uniformly at random."
+    run_dir.write_json("decision.json", decision)
+    if len(table):
+        run_dir.write_table("decision", table)
+    return decision
 
 
 def _write_tables(run_dir: RunDirectory, tables: _Tables, config: PipelineConfig):
     """Write every table gathered over seeds and folds; returns what the terminal report needs."""
     metrics = _with_seed_first(pd.concat(tables.metrics, ignore_index=True))
     metrics.insert(0, "run", run_dir.name)
-    table = leaderboard(metrics, config.evaluation.leaderboard_k)
     run_dir.write_yaml("config.yaml", config.resolved())
     run_dir.write_table("metrics", metrics)
-    run_dir.write_table("leaderboard", table.reset_index())
     if len(config.seed_list) > 1:
         run_dir.write_table("seed_summary", seed_summary(metrics))
+    run_dir.write_table("fold_summary", fold_summary(metrics))
     tables.recommendations.close(run_dir)
     run_dir.write_table("test_contexts", pd.concat(tables.test_contexts, ignore_index=True), csv=False)
     summary = None
     if tables.off_policy:
         estimates = _with_seed_first(pd.concat(tables.off_policy, ignore_index=True))
         run_dir.write_table("off_policy", estimates)
-        truth = metrics.query("metric == 'true_ctr' and k == 1").rename(columns={"value": "truth"})
+        truth = metrics[metrics["metric"] == "true_ctr"].rename(columns={"value": "truth"})
         if len(truth):
-            summary = summarise_against_truth(estimates, truth[["seed", "fold", "policy", "truth"]])
+            summary = summarise_against_truth(estimates[estimates["policy"] != LOGGING],
+                                              truth[["seed", "fold", "policy", "k", "truth"]])
             run_dir.write_table("off_policy_summary", summary)
     simulation = None
     if tables.simulation:
@@ -142,7 +187,7 @@ def _write_tables(run_dir: RunDirectory, tables: _Tables, config: PipelineConfig
         run_dir.write_table("safeguards", pd.DataFrame(tables.diagnostics,
                                                        columns=["seed", "policy", "fold", "counter", "count"]))
     run_dir.write_json("versions.json", library_versions())
-    return metrics, table, summary, simulation
+    return metrics, summary, simulation
 
 
 def _run_seed(config: PipelineConfig, policies, run_dir: RunDirectory, timer: StageTimer, bar, tables: _Tables,
@@ -171,7 +216,13 @@ def _run_seed(config: PipelineConfig, policies, run_dir: RunDirectory, timer: St
     use_off_policy = config.evaluation.off_policy.enabled and dataset.has_propensity
     if config.evaluation.off_policy.enabled and not dataset.has_propensity:
         tables.note(f"off-policy estimates skipped: {dataset.source('interactions')} has no propensity column "
-                    "(data.files.columns.propensity)")
+                    "(data.files.columns.propensity); replay metrics are unbiased only if the log was collected "
+                    "uniformly at random")
+    if dataset.has_propensity and not uniform_propensities(dataset.interactions[PROPENSITY].to_numpy()):
+        tables.replay_biased = True
+        tables.note(f"the propensities of {dataset.source('interactions')} are not uniform: the replay metrics "
+                    "(AUC, CTR, Precision, Recall, NDCG, MAP) weight every event alike and are biased towards what "
+                    "the logging policy favoured; the decision does not use them (off-policy estimates do)")
 
     for fold in folds:
         with timer.stage("context_features"):
@@ -195,20 +246,29 @@ def _run_seed(config: PipelineConfig, policies, run_dir: RunDirectory, timer: St
                                             config.evaluation.oracle_events, seed)
                 oracle = context.truth.oracle(fold.index)
                 tables.recommendations.add(oracle, seed)
+                logging_draws = {}
                 oracle_rows = [oracle_replay_rows(oracle, features, config.evaluation, fold.index, context.bootstrap),
-                               context.truth.metric_rows(oracle, ORACLE, fold.index, context.bootstrap)]
+                               context.truth.metric_rows(oracle, ORACLE, fold.index, context.bootstrap),
+                               logging_truth_rows(context.truth, fold.index, context.bootstrap, logging_draws)]
+                tables.add_draws(decision_draws(logging_draws, config.evaluation), seed, fold.index, LOGGING)
                 if config.evaluation.beyond_accuracy:
                     oracle_rows.append(context.beyond_accuracy(oracle, ORACLE))
                 tables.metrics += [frame.assign(seed=seed) for frame in oracle_rows]
-        context.bootstrap.release()  # the tasks draw their own copy of the weights from the seed
         if use_off_policy:
             with timer.stage("off_policy"):
-                context.reward_model = RewardModel(config.evaluation.off_policy.reward_model, seed).fit(features)
-                if context.reward_model.fallback_:
-                    tables.note(f"seed {seed} fold {fold.index}: DR's logistic reward model could not be fitted "
-                                f"({context.reward_model.fallback_}); it used item means instead (column "
+                settings = config.evaluation.off_policy
+                reward_model = CrossFittedRewardModel(settings.reward_model, settings.cross_fit, seed).fit(features)
+                if reward_model.fallback_:
+                    tables.note(f"seed {seed} fold {fold.index}: the logistic reward model of the DR-type estimators "
+                                f"could not be fitted ({reward_model.fallback_}); it used item means instead (column "
                                 "reward_model of off_policy.csv)")
-                context.propensity = dataset.interactions[PROPENSITY].to_numpy()[fold.test_rows]
+                context.logged = LoggedTestEvents.build(
+                    features, dataset.interactions[PROPENSITY].to_numpy()[fold.test_rows], reward_model)
+                rows, draws = logging_policy_estimates(context.logged, settings, decision_ks(config.evaluation),
+                                                       context.bootstrap, fold.index)
+                tables.off_policy.append(rows.assign(seed=seed))
+                tables.add_draws(draws, seed, fold.index, LOGGING)
+        context.bootstrap.release()  # the tasks draw their own copy of the weights from the seed
         started = time.perf_counter()
         context = executor.share(context, len(policies))
         del features  # the shared context holds them now
@@ -218,6 +278,7 @@ def _run_seed(config: PipelineConfig, policies, run_dir: RunDirectory, timer: St
                 tables.recommendations.add(outcome.recommendations, seed)
             if outcome.off_policy is not None:
                 tables.off_policy.append(outcome.off_policy.assign(seed=seed))
+            tables.add_draws(outcome.draws, seed, fold.index, outcome.policy)
             _keep_model_outputs(outcome.recommender, outcome.policy, seed, fold.index, run_dir, tables.diagnostics)
             for stage, seconds in outcome.seconds.items():
                 timer.add(stage, seconds)
@@ -231,6 +292,11 @@ def _run_seed(config: PipelineConfig, policies, run_dir: RunDirectory, timer: St
             curves, summary = simulate(config, dataset, vectors, policies, seed)
         tables.simulation.append(curves.assign(seed=seed))
         tables.simulation_summary.append(summary.assign(seed=seed))
+
+
+def uniform_propensities(propensity: np.ndarray) -> bool:
+    """Whether every event was logged with the same propensity (up to rounding in the user's file)."""
+    return len(propensity) == 0 or float(np.ptp(propensity)) <= 1e-6 * float(np.max(propensity))
 
 
 def replay_support_notes(test_responses: np.ndarray, seed: int, fold: int, has_truth: bool) -> list[str]:

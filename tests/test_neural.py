@@ -174,7 +174,7 @@ def test_neural_linear_runs_in_the_pipeline_and_writes_its_exports(write_config,
         "NeuralLinUCB": {"learning_policy": "NeuralLinear", "params": {**FAST, "decision": "ucb"}},
     }
     outcome = run_pipeline(load_config(write_config(tiny_settings)), progress=False)
-    assert {"NeuralLinear-warm", "NeuralLinUCB", "LinUCB", "Oracle"} == set(outcome.leaderboard.index)
+    assert {"NeuralLinear-warm", "NeuralLinUCB", "LinUCB", "Oracle", "Logging"} == set(outcome.leaderboard.index)
     assert outcome.leaderboard["true_ctr@1"].notna().all()
     for name in ("NeuralLinear-warm", "NeuralLinUCB"):
         export = outcome.path / "artifacts" / "seed_3" / "fold_0" / name

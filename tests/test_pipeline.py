@@ -7,6 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline.data.synthetic import ClickModel
+
 from pipeline.config import load_config
 from pipeline.runner import run_pipeline
 
@@ -60,7 +62,14 @@ def test_metrics_table_is_long_and_complete(tiny_run):
     decided = metrics.dropna(subset=["low"])
     assert ((decided["low"] <= decided["value"] + 1e-12) & (decided["value"] <= decided["high"] + 1e-12)).mean() > 0.95
     pd.testing.assert_frame_equal(metrics, pd.read_csv(outcome.path / "metrics.csv"), rtol=1e-12)
-    assert set(metrics["policy"]) == set(DEFAULT_POLICIES) | {"Oracle"}
+    assert set(metrics["policy"]) == set(DEFAULT_POLICIES) | {"Oracle", "Logging"}
+    # The logging policy is a row: uniform logging's true value is the mean click probability of every item,
+    # recomputed here from the saved click model on the test events.
+    logging = metrics[metrics["policy"] == "Logging"]
+    assert set(logging["metric"]) == {"true_ctr"} and sorted(logging["k"]) == [1, 3, 5]
+    model = ClickModel.load(outcome.path / "artifacts/seed_3/click_model.npz")
+    events = pd.read_parquet(outcome.path / "data/seed_3/interactions.parquet").tail(300)
+    assert logging["value"].iloc[0] == pytest.approx(model.probabilities(events).mean(), rel=1e-9)
     for policy in DEFAULT_POLICIES + ["Oracle"]:
         rows = metrics[metrics["policy"] == policy]
         for name in ("AUC", "CTR", "Precision", "Recall", "NDCG", "MAP"):
@@ -72,11 +81,14 @@ def test_metrics_table_is_long_and_complete(tiny_run):
 def test_leaderboard_has_every_policy_truth_columns_and_oracle_last(tiny_run):
     _, outcome = tiny_run
     table = outcome.leaderboard
-    assert list(table.index)[-1] == "Oracle" and set(table.index) == set(DEFAULT_POLICIES) | {"Oracle"}
+    assert list(table.index)[-1] == "Oracle" and set(table.index) == set(DEFAULT_POLICIES) | {"Oracle", "Logging"}
     assert {"AUC@3", "CTR@3", "Precision@3", "Recall@3", "NDCG@3", "MAP@3", "true_ctr@1", "true_ctr@3",
-            "true_hit_rate@3", "true_regret@1"} <= set(table.columns)
-    policies = table.drop(index="Oracle")
-    assert policies["true_ctr@1"].is_monotonic_decreasing
+            "true_hit_rate@3", "true_regret@1", "DR@3", "SNIPS@3"} <= set(table.columns)
+    # Columns in order of trust: the decision's metric, truth, off-policy, then replay.
+    assert table.columns[0] == "true_ctr@3" and list(table.columns).index("DR@3") < list(table.columns).index("AUC@3")
+    assert table.loc["Logging", "DR@3"] == table.loc["Logging", "SNIPS@3"]  # its observed click rate
+    policies = table.drop(index=["Oracle", "Logging"])
+    assert table.drop(index="Oracle")["true_ctr@3"].is_monotonic_decreasing
     assert (table.loc["Oracle", "true_ctr@1"] >= policies["true_ctr@1"]).all()
     assert table.loc["Oracle", "true_regret@1"] == 0
     np.testing.assert_allclose(policies["true_regret@1"], table.loc["Oracle", "true_ctr@1"] - policies["true_ctr@1"])

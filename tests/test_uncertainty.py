@@ -143,4 +143,16 @@ def test_seed_summary_intervals_stay_in_the_metrics_range():
     assert summary.loc["coverage", "low"] == pytest.approx(coverage.mean() - (t_high - coverage.mean()))
     assert summary.loc["novelty", "high"] > 9  # unbounded above: not cut
     auc = summary.loc["AUC"]
-    assert (auc["n_seeds"], auc["n_undefined_seeds"], auc["low"]) == (2, 1, 0.0)  # t on 2 values reaches below 0
+    # Two values: no t-interval at all (on 2 values it reaches past the range), and the summary says why.
+    assert (auc["n_seeds"], auc["n_undefined_seeds"]) == (2, 1)
+    assert np.isnan(auc["low"]) and np.isnan(auc["high"]) and "3 needed" in auc["interval"]
+    assert summary.loc["coverage", "interval"] == "t"
+
+
+def test_fold_summary_counts_the_folds_behind_each_mean():
+    from pipeline.report import fold_summary
+
+    metrics = pd.DataFrame({"seed": 1, "policy": "P", "metric": "AUC", "k": 5, "fold": range(5),
+                            "value": [0.6, np.nan, np.nan, np.nan, np.nan]})
+    row = fold_summary(metrics).iloc[0]
+    assert (row["mean"], row["n_folds"], row["n_undefined_folds"]) == (0.6, 1, 4)

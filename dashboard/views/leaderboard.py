@@ -1,17 +1,26 @@
-"""Leaderboard: one row per policy at a chosen k, intervals in the cells, the best value per column marked."""
+"""Leaderboard: one row per policy, columns in order of trust, intervals in the cells.
+
+The columns and their order come from ``pipeline.report.leaderboard`` (the terminal's table), so the two
+always agree on the order and the leader.  A cell is marked best only where the paired bootstrap difference
+between the leader and the runner-up (``draws.parquet``) excludes zero; columns without stored draws
+(replay metrics other than CTR, diversity, coverage) are never marked.
+"""
 
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
-from dashboard.data import Run
-from dashboard.views.common import ORACLE, metric_summary, with_interval
+from dashboard.data import Run, table
+from dashboard.views.common import ORACLE, metric_summary, url_selectbox, with_interval
+from pipeline.beyond_accuracy import NAMES as BEYOND_ACCURACY
+from pipeline.config import METRIC_NAMES
+from pipeline.decision import pooled_draws, with_logging_draws
+from pipeline.report import leaderboard
 
 TITLE = "Leaderboard"
 LOWER_IS_BETTER = {"true_regret"}
-ORDER = ["AUC", "CTR", "Precision", "Recall", "NDCG", "MAP", "true_ctr", "true_hit_rate", "true_regret",
-         "inter_list_diversity", "intra_list_diversity", "coverage", "novelty"]
+BEST = "font-weight: bold; background-color: #d4edda"
 
 
 def render(run: Run, runs: list[Run]) -> None:
@@ -20,29 +29,83 @@ def render(run: Run, runs: list[Run]) -> None:
     summary = metric_summary(run)
     k_values = sorted(summary["k"].unique())
     default_k = run.info.get("leaderboard_k", k_values[-1])
-    k = st.selectbox("k", k_values, index=k_values.index(default_k) if default_k in k_values else 0)
-    at_k = summary[summary["k"] == k]
-    columns = [name for name in ORDER if name in set(at_k["metric"])] + sorted(set(at_k["metric"]) - set(ORDER))
-    values = at_k.pivot(index="policy", columns="metric", values="value").reindex(columns=columns)
-    cells = at_k.assign(cell=[with_interval(*row) for row in at_k[["value", "low", "high"]].itertuples(index=False)])
-    shown = cells.pivot(index="policy", columns="metric", values="cell").reindex(columns=columns)
-    sort_by = "true_ctr" if "true_ctr" in values else columns[0]
-    order = values.drop(index=ORACLE, errors="ignore").sort_values(sort_by, ascending=False).index.tolist()
-    order += [ORACLE] if ORACLE in values.index else []
-    values, shown = values.loc[order], shown.loc[order]
-    shown.columns = [f"{name}@{k}" for name in shown.columns]
+    k = url_selectbox("k", k_values, default_k)
+    off_policy = table(run, "off_policy") if run.has("off_policy.parquet") else None
+    decision_metric = (run.info.get("decision") or {}).get("metric")
+    decision_metric = decision_metric if decision_metric and decision_metric.endswith(f"@{k}") else None
+    values = leaderboard(table(run, "metrics"), k, off_policy, decision_metric)
+    cells = _cells(values, summary, off_policy, k)
+    best = _significant_best(run, values)
 
-    best = pd.DataFrame("", index=shown.index, columns=shown.columns)
-    contenders = values.drop(index=ORACLE, errors="ignore")
-    for name, label in zip(values.columns, shown.columns):
-        if contenders[name].notna().any():
-            target = contenders[name].min() if name in LOWER_IS_BETTER else contenders[name].max()
-            winners = contenders.index[contenders[name] == target]  # ties are all marked
-            best.loc[winners, label] = "font-weight: bold; background-color: #d4edda"
-    if contenders[sort_by].notna().any():
-        leader = contenders[sort_by].idxmax()
-        st.metric(f"best {sort_by}@{k} (Oracle excluded): {leader}", f"{contenders.loc[leader, sort_by]:.4f}")
-    st.caption(f"Mean over {len(run.seeds)} seed(s); cells show the value and its 95% interval. The best "
-               f"policy per column (Oracle excluded) is highlighted. Sorted by {sort_by}@{k}.")
-    st.dataframe(shown.style.apply(lambda _: best, axis=None), width="stretch")
-    st.session_state["leaderboard_best"] = {label: values.index[(best[label] != "")].tolist() for label in shown}
+    sort_by = values.columns[0]
+    contenders = values[sort_by].drop(index=ORACLE, errors="ignore").dropna()
+    if len(contenders):
+        leader = contenders.idxmax()
+        st.metric(f"best {sort_by} (Oracle excluded): {leader}", f"{contenders[leader]:.4f}",
+                  help="separated from the runner-up by a significant paired difference" if best.get(sort_by)
+                  else "NOT significantly better than the runner-up (paired 95% interval contains 0)")
+    replay_note = (" Replay columns are **biased** here: the log's propensities are not uniform."
+                   if run.info.get("replay_biased") else " Replay columns assume a uniformly random log.")
+    st.caption(f"Mean over {len(run.seeds)} seed(s); cells show the value and its 95% interval. Sorted by {sort_by}. "
+               "A cell is highlighted only where its policy is significantly better than the runner-up (paired "
+               "bootstrap)." + replay_note)
+    families = {"Decision metric, truth and off-policy estimates": [], "Replay (Mab2Rec / Jurity)": [],
+                "Beyond accuracy (never marked best: more is not better by itself)": []}
+    for column in cells.columns:
+        name = column.split("@")[0]
+        key = list(families)[2 if name in BEYOND_ACCURACY else 1 if name in METRIC_NAMES else 0]
+        families[key].append(column)
+    for title, columns in families.items():
+        if not columns:
+            continue
+        st.subheader(title)
+        marks = pd.DataFrame("", index=cells.index, columns=columns)
+        for column in columns:
+            if best.get(column):
+                marks.loc[best[column], column] = BEST
+        st.dataframe(cells[columns].style.apply(lambda _, m=marks: m, axis=None), width="stretch")
+    st.session_state["leaderboard_best"] = {column: [best[column]] if best.get(column) else [] for column in cells}
+
+
+def _cells(values: pd.DataFrame, summary: pd.DataFrame, off_policy: pd.DataFrame | None, k: int) -> pd.DataFrame:
+    """Each value with its interval: metrics from the metric summary, off-policy estimates from their rows."""
+    intervals = {f"{r.metric}@{r.k}": {} for r in summary.itertuples()}
+    for r in summary.itertuples():
+        intervals[f"{r.metric}@{r.k}"][r.policy] = (r.value, r.low, r.high)
+    if off_policy is not None:
+        at_k = off_policy[off_policy["k"] == k]
+        for (policy, name), group in at_k.groupby(["policy", "estimator"]):
+            label = f"{name}@{k}"
+            columns = [label] if name != "observed" else [c for c in values.columns if c.split("@")[0] in
+                                                          set(at_k["estimator"])]
+            for column in columns:
+                unreliable = "" if group["reliable"].all() else " !"
+                value, low, high = group[["value", "low", "high"]].mean()
+                intervals.setdefault(column, {})[policy] = (value, low, high, unreliable)
+    out = pd.DataFrame(index=values.index, columns=values.columns, dtype=object)
+    for column in values.columns:
+        for policy in values.index:
+            found = intervals.get(column, {}).get(policy)
+            out.loc[policy, column] = "n/a" if found is None else with_interval(*found[:3]) + "".join(found[3:])
+    return out
+
+
+def _significant_best(run: Run, values: pd.DataFrame) -> dict[str, str]:
+    """Column -> the leader, for the columns whose leader is significantly ahead of the runner-up (paired draws)."""
+    if not run.has("draws.parquet"):
+        return {}
+    draws = table(run, "draws")
+    out = {}
+    for column in values.columns:
+        if column.split("@")[0] in LOWER_IS_BETTER:
+            continue
+        pooled = pooled_draws(with_logging_draws(draws, column), column).drop(index=ORACLE, errors="ignore")
+        ranked = values[column].reindex(pooled.index).dropna().sort_values(ascending=False)
+        if len(ranked) < 2:
+            continue
+        leader, runner_up = ranked.index[:2]
+        gap = pooled.loc[leader].to_numpy() - pooled.loc[runner_up].to_numpy()
+        if pd.Series(gap).quantile(0.025) > 0:
+            out[column] = leader
+    return out
+

@@ -19,8 +19,17 @@ def render(run: Run, runs: list[Run]) -> None:
         return
     metric = st.selectbox("metric", metrics, index=metrics.index("true_ctr") if "true_ctr" in metrics else 0)
     data = summary[summary["metric"] == metric].sort_values(["policy", "k"])
-    base = alt.Chart(data).encode(x=alt.X("k:O", title="k"), color="policy:N")
-    band = base.mark_area(opacity=0.15).encode(y="low:Q", y2="high:Q")
-    line = base.mark_line(point=True).encode(y=alt.Y("value:Q", title=metric), tooltip=["policy", "k", "value", "low", "high"])
-    st.altair_chart(band + line, width="stretch")
+    policies = list(dict.fromkeys(data["policy"]))
+    shown = st.multiselect("policies", policies, default=policies, help="pick a few to compare them closely")
+    data = data[data["policy"].isin(shown)]
+    # Ten distinguishable colours (Tableau 10) and a dash pattern per policy, so ten or more lines stay apart.
+    colour = alt.Color("policy:N", scale=alt.Scale(scheme="tableau10"), legend=alt.Legend(orient="right"))
+    base = alt.Chart(data).encode(x=alt.X("k:O", title="k (list length)", axis=alt.Axis(labelAngle=0, labelFontSize=13,
+                                                                                       titleFontSize=14)),
+                                  color=colour)
+    band = base.mark_area(opacity=0.12).encode(y="low:Q", y2="high:Q")
+    line = base.mark_line(point=True, strokeWidth=2.5).encode(
+        y=alt.Y("value:Q", title=metric, axis=alt.Axis(labelFontSize=13, titleFontSize=14)),
+        strokeDash=alt.StrokeDash("policy:N", legend=None), tooltip=["policy", "k", "value", "low", "high"])
+    st.altair_chart((band + line).properties(height=420), width="stretch")
     st.dataframe(data.pivot(index="policy", columns="k", values="value").round(4), width="stretch")

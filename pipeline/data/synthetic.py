@@ -2,8 +2,9 @@
 
 The generator makes users (age, gender, location, traffic source, membership), a catalog of items whose
 name and description are written from templates (category nouns and materials, style adjectives, quality
-phrases), and events at realistic times of day on a device.  A uniformly random logging policy picks the
-shown item, so every event stores its propensity ``1 / n_items``.  Clicks are drawn from ``ClickModel``,
+phrases), and events at realistic times of day on a device.  A logging policy picks the shown item and every
+event stores its propensity: uniformly random (``1 / n_items``) by default, or, with ``logging: softmax``, a
+production-like logger (``ClickModel.logging_probabilities``) that favours items by a noisy view of the truth.  Clicks are drawn from ``ClickModel``,
 a logistic model of user x item x time interactions with two non-linear parts (a U-shaped price
 sensitivity in age, and a random tanh network over user, context and item attributes).  The click model
 can return the probability of *any* item for *any* event, which is what lets the evaluation score policies
@@ -170,6 +171,7 @@ class ClickModel:
 
         self.scales = np.ones(len(TERMS))
         self.intercept = 0.0
+        self.logger = np.zeros(0)  # softmax logger: [temperature, uniform share, per-item error...]; empty: uniform
 
     # ----------------------------------------------------------------------------------- terms
     def event_arrays(self, events: pd.DataFrame) -> _EventArrays:
@@ -268,6 +270,26 @@ class ClickModel:
         items = self.item_positions(item_ids)
         return _sigmoid(self._logits(ev, np.arange(len(events)), items))
 
+    def logging_probabilities(self, events: pd.DataFrame, chunk_size: int = 512) -> np.ndarray:
+        """The logging policy's probability of showing every item (columns in ``item_ids`` order) per event.
+
+        Softmax logging: ``p(a | x) = eps / n + (1 - eps) softmax_a((logit(x, a) + e_a) / T)`` with the click
+        model's true logit, a fixed per-item error ``e_a ~ N(0, noise^2)`` (the logger's mistaken view of each
+        item), temperature ``T`` and uniform share ``eps`` (every item keeps a propensity of at least eps / n).
+        """
+        n_items = len(self.item_ids)
+        if len(self.logger) == 0:
+            return np.full((len(events), n_items), 1.0 / n_items)
+        temperature, uniform, error = self.logger[0], self.logger[1], self.logger[2:]
+        ev = self.event_arrays(events)
+        out = np.empty((len(events), n_items))
+        for start in range(0, len(events), chunk_size):
+            rows = np.arange(start, min(start + chunk_size, len(events)))
+            logits = (self._grid_logits(ev, rows) + error[None, :]) / temperature
+            softmax = np.exp(logits - logits.max(axis=1, keepdims=True))
+            out[rows] = uniform / n_items + (1 - uniform) * softmax / softmax.sum(axis=1, keepdims=True)
+        return out
+
     def item_positions(self, item_ids: np.ndarray) -> np.ndarray:
         positions = np.searchsorted(self.item_ids, item_ids)
         positions = np.clip(positions, 0, len(self.item_ids) - 1)
@@ -297,6 +319,7 @@ class ClickModel:
     @classmethod
     def load(cls, path: Path) -> "ClickModel":
         model = cls.__new__(cls)
+        model.logger = np.zeros(0)  # click models saved before softmax logging: uniform
         with np.load(path, allow_pickle=False) as arrays:
             for name in arrays.files:
                 value = arrays[name]
@@ -315,9 +338,12 @@ def generate(config: SyntheticConfig, seed: int) -> Dataset:
     model = ClickModel(users, items, config.effects, rng)
     model.calibrate(model.event_arrays(events), config.base_ctr, rng)
 
-    shown = rng.integers(len(items), size=len(events))  # uniformly random logging policy
+    if config.logging == "softmax":
+        model.logger = np.r_[config.logging_temperature, config.logging_uniform_share,
+                             rng.normal(scale=config.logging_noise, size=len(items))]
+    shown, propensity = _log_items(model, events, rng)
     events[ITEM_ID] = items[ITEM_ID].to_numpy()[shown]
-    events[PROPENSITY] = 1.0 / len(items)
+    events[PROPENSITY] = propensity
     events[RESPONSE] = (rng.random(len(events)) < model.probability_of(events, events[ITEM_ID].to_numpy())).astype(np.int8)
 
     columns = [EVENT_ID, USER_ID, ITEM_ID, RESPONSE, PROPENSITY, TIMESTAMP, "device", "daypart", "is_weekend"]
@@ -330,6 +356,23 @@ def generate(config: SyntheticConfig, seed: int) -> Dataset:
         sources={"interactions": "synthetic interactions", "users": "synthetic users", "items": "synthetic items"},
         click_model=model,
     )
+
+
+def _log_items(model: ClickModel, events: pd.DataFrame, rng: np.random.Generator,
+               chunk_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Item positions the logging policy shows, one per event, and their propensities."""
+    n_items = len(model.item_ids)
+    if len(model.logger) == 0:  # uniform: drawn as before softmax logging existed, so old seeds give old data
+        return rng.integers(n_items, size=len(events)), np.full(len(events), 1.0 / n_items)
+    shown, propensity = np.empty(len(events), dtype=np.int64), np.empty(len(events))
+    for start in range(0, len(events), chunk_size):
+        probabilities = model.logging_probabilities(events.iloc[start:start + chunk_size])
+        cumulative = np.cumsum(probabilities, axis=1)
+        draws = rng.random(len(probabilities)) * cumulative[:, -1]
+        picked = np.minimum((cumulative < draws[:, None]).sum(axis=1), n_items - 1)
+        shown[start:start + len(picked)] = picked
+        propensity[start:start + len(picked)] = probabilities[np.arange(len(picked)), picked]
+    return shown, propensity
 
 
 def _make_users(n_users: int, rng: np.random.Generator) -> pd.DataFrame:

@@ -1,0 +1,78 @@
+"""Decision: which policy to ship, on which metric, with what confidence (``decision.json``, ``decision.csv``)."""
+
+from __future__ import annotations
+
+import json
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from dashboard.data import Run, RunDataError
+
+TITLE = "Decision"
+
+
+def load_decision(run: Run) -> dict:
+    path = run.file("decision.json")
+    if not path.is_file():
+        raise RunDataError(f"decision.json is not in run {run.name} (runs made before the decision report have none)")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise RunDataError(f"decision.json of run {run.name} cannot be read: {error}") from None
+
+
+def render(run: Run, runs: list[Run]) -> None:
+    decision = load_decision(run)
+    chosen = decision.get("policy")
+    if chosen:
+        st.success(f"Ship **{chosen}**")
+    else:
+        st.warning("**No decision**: these data do not support choosing a policy.")
+    st.markdown(f"**Metric** `{decision.get('metric') or 'none'}`: {decision.get('metric_reason', '')}")
+    st.markdown(f"**Why** {decision.get('reason', '')}")
+    if decision.get("metric_kind") == "replay":
+        st.warning("This decision rests on a replay metric: it is unbiased only if the log was collected uniformly "
+                   "at random. Add the logging propensities to the data for off-policy estimates.")
+    for note in run.info.get("notes") or []:
+        st.caption(f"note: {note}")
+    policies = pd.DataFrame(decision.get("policies") or [])
+    if policies.empty:
+        return
+    policies = policies.sort_values("value", ascending=False)
+    baseline = decision.get("baseline")
+    shown = pd.DataFrame({
+        "policy": policies["policy"],
+        "value [95%]": [f"{r.value:.4f} [{r.low:.4f}, {r.high:.4f}]" for r in policies.itertuples()],
+        "vs leader [95%]": [_difference(r, "diff_to_leader") for _, r in policies.iterrows()],
+        "P(best)": policies["p_best"].round(3),
+        "expected loss": policies["expected_loss"].round(4),
+        "not worse than leader": policies["contender"].map({True: "yes", False: "no"}),
+        "reliable": policies["reliable"].map({True: "yes", False: "NO"}),
+    })
+    if "diff_to_baseline" in policies:
+        shown.insert(3, f"vs {baseline} [95%]", [_difference(r, "diff_to_baseline") for _, r in policies.iterrows()])
+    st.dataframe(shown, hide_index=True, width="stretch")
+    st.caption("Differences are paired: every policy is scored on the same bootstrap resamples of the test contexts. "
+               "P(best) is the share of resamples in which a policy is the highest; expected loss is what choosing "
+               "it costs on average against the best of each resample.")
+    if decision.get("minimum_detectable_difference") is not None:
+        events = decision.get("events_to_separate_top_two")
+        users = decision.get("ab_users_per_arm_to_separate_top_two")
+        st.markdown(
+            f"**Data size** {decision['n_test_events']:,} test events. Smallest difference this run can detect "
+            f"(80% power): {decision['minimum_detectable_difference']:.4f}; the top two "
+            f"({decision['leader']} and {decision['runner_up']}) differ by {decision['top_two_difference']:.4f}"
+            + (f"; separating them would take about {events:,} logged test events or an A/B test with {users:,} "
+               "users per arm." if events else "."))
+    chart = alt.Chart(policies).encode(y=alt.Y("policy:N", sort="-x", title=None))
+    interval = chart.mark_rule().encode(x=alt.X("low:Q", title=decision.get("metric")), x2="high:Q")
+    points = chart.mark_point(filled=True).encode(x="value:Q", color=alt.Color("contender:N",
+                                                                                title="not worse than leader"),
+                                                  tooltip=["policy", "value", "low", "high", "p_best"])
+    st.altair_chart(interval + points, width="stretch")
+
+
+def _difference(row: pd.Series, name: str) -> str:
+    return f"{row[name]:+.4f} [{row[name + '_low']:+.4f}, {row[name + '_high']:+.4f}]"

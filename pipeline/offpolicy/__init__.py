@@ -1,0 +1,19 @@
+"""Off-policy evaluation: what each policy would earn, estimated from a log another policy wrote.
+
+- ``target``: the evaluated policy's action probabilities (first item and top-k list) at the logged items;
+- ``reward_model``: the cross-fitted ``r_hat`` of the DR-type estimators;
+- ``estimators``: IPS, SNIPS, DR, SNDR, Switch-DR, one class each (``ESTIMATORS`` is the registry);
+- ``intervals``: standard errors, 95% intervals and bootstrap draws, for every estimator alike;
+- ``diagnostics``: overlap (matched events, effective sample size, largest weight, unsupported choices);
+- ``evaluate``: the rows a policy task writes, the logging policy's own row, and the summary against the truth.
+"""
+
+from pipeline.offpolicy.estimators import ESTIMATORS, LoggedFeedback
+from pipeline.offpolicy.evaluate import (LOGGING, OBSERVED, OFF_POLICY_COLUMNS, LoggedTestEvents,
+                                         logging_policy_estimates, policy_estimates, summarise_against_truth)
+from pipeline.offpolicy.reward_model import CrossFittedRewardModel, RewardModel
+from pipeline.offpolicy.target import TargetTerms, target_terms
+
+__all__ = ["ESTIMATORS", "LOGGING", "OBSERVED", "OFF_POLICY_COLUMNS", "CrossFittedRewardModel", "LoggedFeedback",
+           "LoggedTestEvents", "RewardModel", "TargetTerms", "logging_policy_estimates", "policy_estimates",
+           "summarise_against_truth", "target_terms"]
