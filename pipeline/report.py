@@ -13,12 +13,12 @@ from pipeline.offpolicy import ESTIMATORS, OBSERVED
 
 
 def leaderboard(metrics: pd.DataFrame, k: int, off_policy: pd.DataFrame | None = None,
-                decision_metric: str | None = None) -> pd.DataFrame:
+                decision_metric: str | None = None, estimators: tuple[str, ...] = ("DR", "SNIPS")) -> pd.DataFrame:
     """One row per policy, columns in order of trust; the one implementation the terminal and dashboard share.
 
     Columns: the decision's metric first, then the truth (``true_ctr@1`` and at ``k``, ``true_hit_rate@k``,
-    ``true_regret@1``), the off-policy estimates at ``k`` (``<estimator>@k``, the logging policy's observed rate
-    in each), the replay metrics at ``k`` (biased unless the log was uniform), and beyond-accuracy.  Values are
+    ``true_regret@1``), the off-policy ``estimators`` at ``k`` (``<estimator>@k``, the logging policy's observed
+    rate in each; every estimator is in off_policy.csv), the replay metrics at ``k`` (biased unless the log was uniform), and beyond-accuracy.  Values are
     means over seeds and folds.  Rows are sorted by the decision's metric (else ``true_ctr@1``, else replay
     ``CTR@k``); the Oracle row comes last as the reference.
     """
@@ -27,7 +27,7 @@ def leaderboard(metrics: pd.DataFrame, k: int, off_policy: pd.DataFrame | None =
     columns = {f"{name}@{at}": _column(means, name, at) for name, at in dict.fromkeys(truth)}
     if off_policy is not None and len(off_policy):
         estimates = off_policy[off_policy["k"] == k]
-        for name in ESTIMATORS:
+        for name in [name for name in ESTIMATORS if name in estimators]:
             rows = estimates[estimates["estimator"].isin([name, OBSERVED])]
             columns[f"{name}@{k}"] = rows.groupby("policy", sort=False)["value"].mean()
     for name in list(METRIC_NAMES) + list(BEYOND_ACCURACY):

@@ -111,7 +111,8 @@ def run_pipeline(config: PipelineConfig, progress: bool = True) -> RunOutcome:
             metrics, summary, simulation = _write_tables(run_dir, tables, config)
             decision = _write_decision(run_dir, tables, config, metrics)
             off_policy = pd.concat(tables.off_policy, ignore_index=True) if tables.off_policy else None
-            table = leaderboard(metrics, config.evaluation.leaderboard_k, off_policy, decision.get("metric"))
+            table = leaderboard(metrics, config.evaluation.leaderboard_k, off_policy, decision.get("metric"),
+                                leaderboard_estimators(config))
             run_dir.write_table("leaderboard", table.reset_index())
         timings = {**timer.seconds, "total": time.perf_counter() - started}
         run_dir.write_json("timings.json", timings)
@@ -125,6 +126,7 @@ def run_pipeline(config: PipelineConfig, progress: bool = True) -> RunOutcome:
             "leaderboard_k": config.evaluation.leaderboard_k,
             "simulation": config.simulation.model_dump() if config.simulation.enabled else None,
             "replay_biased": tables.replay_biased,
+            "leaderboard_estimators": list(leaderboard_estimators(config)),
             "decision": {key: decision.get(key) for key in ("metric", "metric_kind", "policy")},
             "notes": tables.notes,
         })
@@ -292,6 +294,11 @@ def _run_seed(config: PipelineConfig, policies, run_dir: RunDirectory, timer: St
             curves, summary = simulate(config, dataset, vectors, policies, seed)
         tables.simulation.append(curves.assign(seed=seed))
         tables.simulation_summary.append(summary.assign(seed=seed))
+
+
+def leaderboard_estimators(config: PipelineConfig) -> tuple[str, ...]:
+    """The off-policy columns of the leaderboard: the decision's estimator and SNIPS (all are in off_policy.csv)."""
+    return tuple(dict.fromkeys([config.evaluation.decision.estimator, "SNIPS"]))
 
 
 def uniform_propensities(propensity: np.ndarray) -> bool:

@@ -60,18 +60,24 @@ def test_browser_opens_switches_page_and_shows_the_leaderboard_value(served_run,
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(url, timeout=60_000)
-            page.get_by_role("heading", name="Leaderboard").wait_for(timeout=60_000)
+            page.get_by_role("heading", name="Decision").wait_for(timeout=60_000)  # the first page
             page.get_by_text("Metrics at k", exact=True).click()  # the sidebar's page selector
             page.get_by_role("heading", name="Metrics at k").wait_for(timeout=30_000)
             page.get_by_text("Leaderboard", exact=True).first.click()
             page.get_by_role("heading", name="Leaderboard").wait_for(timeout=30_000)
-            page.get_by_test_id("stDataFrame").wait_for(timeout=30_000)  # the page has finished rendering
+            page.get_by_test_id("stDataFrame").first.wait_for(timeout=30_000)  # the page has finished rendering
+            page.wait_for_url("**page=Leaderboard**", timeout=30_000)  # the choice is written to the URL
+            page.reload()  # the page survives a reload (its choice lives in the URL)
+            page.get_by_role("heading", name="Leaderboard").wait_for(timeout=60_000)
+            page.get_by_test_id("stDataFrame").nth(3).wait_for(timeout=30_000)  # all four tables rendered
             metric = page.get_by_test_id("stMetric")
             label = metric.get_by_test_id("stMetricLabel").inner_text()
             value = metric.get_by_test_id("stMetricValue").inner_text()
+            widths = [frame.bounding_box()["width"] for frame in page.get_by_test_id("stDataFrame").all()]
             page.screenshot(path=str(REPO / "tests" / "artifacts" / "dashboard_leaderboard.png"), full_page=True)
         finally:
             browser.close()
+    assert len(widths) == 4 and max(widths) <= 1400  # four narrower tables instead of one 2,090 px wide
     leader = true_ctr.idxmax()
     assert f"best true_ctr@3 (Oracle excluded): {leader}" in label
     assert value == f"{true_ctr[leader]:.4f}"

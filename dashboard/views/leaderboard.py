@@ -20,6 +20,7 @@ from pipeline.report import leaderboard
 
 TITLE = "Leaderboard"
 LOWER_IS_BETTER = {"true_regret"}
+MORE_TRUTH = {"true_hit_rate", "true_regret"}
 BEST = "font-weight: bold; background-color: #d4edda"
 
 
@@ -33,7 +34,8 @@ def render(run: Run, runs: list[Run]) -> None:
     off_policy = table(run, "off_policy") if run.has("off_policy.parquet") else None
     decision_metric = (run.info.get("decision") or {}).get("metric")
     decision_metric = decision_metric if decision_metric and decision_metric.endswith(f"@{k}") else None
-    values = leaderboard(table(run, "metrics"), k, off_policy, decision_metric)
+    values = leaderboard(table(run, "metrics"), k, off_policy, decision_metric,
+                         tuple(run.info.get("leaderboard_estimators") or ("DR", "SNIPS")))
     cells = _cells(values, summary, off_policy, k)
     best = _significant_best(run, values)
 
@@ -49,21 +51,22 @@ def render(run: Run, runs: list[Run]) -> None:
     st.caption(f"Mean over {len(run.seeds)} seed(s); cells show the value and its 95% interval. Sorted by {sort_by}. "
                "A cell is highlighted only where its policy is significantly better than the runner-up (paired "
                "bootstrap)." + replay_note)
-    families = {"Decision metric, truth and off-policy estimates": [], "Replay (Mab2Rec / Jurity)": [],
-                "Beyond accuracy (never marked best: more is not better by itself)": []}
-    for column in cells.columns:
+    families = {"Decision metric, true value and off-policy estimates": [], "Replay (Mab2Rec / Jurity)": [],
+                "More ground truth": [], "Beyond accuracy (never marked best: more is not better by itself)": []}
+    for column in cells.columns:  # four narrow tables rather than one too wide for a laptop screen
         name = column.split("@")[0]
-        key = list(families)[2 if name in BEYOND_ACCURACY else 1 if name in METRIC_NAMES else 0]
-        families[key].append(column)
+        family = 3 if name in BEYOND_ACCURACY else 1 if name in METRIC_NAMES else 2 if name in MORE_TRUTH else 0
+        families[list(families)[family]].append(column)
     for title, columns in families.items():
         if not columns:
             continue
         st.subheader(title)
-        marks = pd.DataFrame("", index=cells.index, columns=columns)
+        rows = cells.index[(cells[columns] != "n/a").any(axis=1)]  # e.g. the logging policy has no replay lists
+        marks = pd.DataFrame("", index=rows, columns=columns)
         for column in columns:
             if best.get(column):
                 marks.loc[best[column], column] = BEST
-        st.dataframe(cells[columns].style.apply(lambda _, m=marks: m, axis=None), width="stretch")
+        st.dataframe(cells.loc[rows, columns].style.apply(lambda _, m=marks: m, axis=None), width="stretch")
     st.session_state["leaderboard_best"] = {column: [best[column]] if best.get(column) else [] for column in cells}
 
 
