@@ -76,7 +76,8 @@ class ColumnNames(Strict):
     user_id: str = "user_id"
     item_id: str = "item_id"
     response: str = "response"
-    propensity: str = Field("propensity", description="optional column; used when present")
+    propensity: str = Field("propensity", description="optional column; used when present; 'estimate' fits the "
+                                                      "logging policy on the training rows instead")
     timestamp: str = Field("timestamp", description="optional column; needed by split.method=temporal")
 
     @model_validator(mode="after")

@@ -28,6 +28,7 @@ from pipeline.decision import choose_metric, decide, decision_values, pooled_dra
 from pipeline.evaluation import LOGGING, ORACLE, GroundTruth, check_inputs, logging_truth_rows, oracle_replay_rows
 from pipeline.executor import FoldContext, decision_draws, decision_ks, make_executor
 from pipeline.features import fold_features, item_featurizer, item_vectors
+from pipeline.offpolicy.logging_model import LoggingPolicyModel
 from pipeline.offpolicy import (CrossFittedRewardModel, LoggedTestEvents, logging_policy_estimates,
                                 summarise_against_truth)
 from pipeline.report import fold_summary, leaderboard, seed_summary
@@ -72,6 +73,7 @@ class _Tables:
     notes: list = field(default_factory=list)
     draws: list = field(default_factory=list)
     replay_biased: bool = False
+    logging_model: list = field(default_factory=list)  # fit of estimated propensities, per seed and fold
 
     def add_draws(self, draws: dict, seed: int, fold: int, policy: str) -> None:
         """Bootstrap draws by label, kept long (seed, fold, policy, label, resample, value) for the decision."""
@@ -185,6 +187,8 @@ def _write_tables(run_dir: RunDirectory, tables: _Tables, config: PipelineConfig
         run_dir.write_table("simulation", _with_seed_first(pd.concat(tables.simulation, ignore_index=True)))
         simulation = _with_seed_first(pd.concat(tables.simulation_summary, ignore_index=True))
         run_dir.write_table("simulation_summary", simulation)
+    if tables.logging_model:
+        run_dir.write_table("logging_model", pd.DataFrame(tables.logging_model))
     if tables.diagnostics:
         run_dir.write_table("safeguards", pd.DataFrame(tables.diagnostics,
                                                        columns=["seed", "policy", "fold", "counter", "count"]))
@@ -220,7 +224,13 @@ def _run_seed(config: PipelineConfig, policies, run_dir: RunDirectory, timer: St
         tables.note(f"off-policy estimates skipped: {dataset.source('interactions')} has no propensity column "
                     "(data.files.columns.propensity); replay metrics are unbiased only if the log was collected "
                     "uniformly at random")
-    if dataset.has_propensity and not uniform_propensities(dataset.interactions[PROPENSITY].to_numpy()):
+    if dataset.propensity_estimated:
+        tables.replay_biased = True  # unknown logging: replay is not trusted for the decision
+        tables.note(f"{dataset.source('interactions')} has no logged propensities: they are estimated per fold from "
+                    "the training rows (data.files.columns.propensity: estimate), and every off-policy estimate rests "
+                    "on that model (fit in logging_model.csv); replay metrics are unbiased only if the log was "
+                    "uniform, which cannot be checked, so the decision does not use them")
+    elif dataset.has_propensity and not uniform_propensities(dataset.interactions[PROPENSITY].to_numpy()):
         tables.replay_biased = True
         tables.note(f"the propensities of {dataset.source('interactions')} are not uniform: the replay metrics "
                     "(AUC, CTR, Precision, Recall, NDCG, MAP) weight every event alike and are biased towards what "
@@ -265,7 +275,7 @@ def _run_seed(config: PipelineConfig, policies, run_dir: RunDirectory, timer: St
                                 f"could not be fitted ({reward_model.fallback_}); it used item means instead (column "
                                 "reward_model of off_policy.csv)")
                 context.logged = LoggedTestEvents.build(
-                    features, dataset.interactions[PROPENSITY].to_numpy()[fold.test_rows], reward_model)
+                    features, _test_propensities(dataset, features, fold, seed, tables), reward_model)
                 rows, draws = logging_policy_estimates(context.logged, settings, decision_ks(config.evaluation),
                                                        context.bootstrap, fold.index)
                 tables.off_policy.append(rows.assign(seed=seed))
@@ -294,6 +304,16 @@ def _run_seed(config: PipelineConfig, policies, run_dir: RunDirectory, timer: St
             curves, summary = simulate(config, dataset, vectors, policies, seed)
         tables.simulation.append(curves.assign(seed=seed))
         tables.simulation_summary.append(summary.assign(seed=seed))
+
+
+def _test_propensities(dataset, features, fold, seed: int, tables: _Tables) -> np.ndarray:
+    """The logged propensities of the fold's test rows, or, for ``propensity: estimate``, the fitted ones."""
+    if not dataset.propensity_estimated:
+        return dataset.interactions[PROPENSITY].to_numpy()[fold.test_rows]
+    catalog = (dataset.items if dataset.items is not None else dataset.interactions)[ITEM_ID].unique().tolist()
+    model = LoggingPolicyModel(seed).fit(features, catalog)
+    tables.logging_model.append({"seed": seed, "fold": fold.index, **model.fit_report(features.test)})
+    return model.propensity(features.test[CONTEXT_ID].to_numpy(), features.test[ITEM_ID].to_numpy())
 
 
 def leaderboard_estimators(config: PipelineConfig) -> tuple[str, ...]:

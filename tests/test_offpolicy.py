@@ -289,3 +289,37 @@ def test_pipeline_writes_estimates_logging_rows_and_a_decision(byo_config, write
     assert any("off-policy estimates skipped" in note for note in run["notes"])
     assert not (no_propensity.path / "off_policy.csv").exists()
     assert json.loads((no_propensity.path / "decision.json").read_text())["metric_kind"] == "replay"
+
+
+def test_estimated_propensities_recover_a_context_dependent_logger():
+    """A softmax logger in the context (item 0 favoured for large x, item 2 for small): the fitted model finds it
+    (test log loss below the frequencies'), and its propensities are close to the true ones computed here."""
+    rng = np.random.default_rng(8)
+    from pipeline.offpolicy.logging_model import LoggingPolicyModel
+
+    n = 4000
+    x = rng.normal(size=n)
+    logits = 1.5 * x[:, None] * np.array([1.0, 0.0, -1.0])
+    true = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    shown = np.array([rng.choice(3, p=row) for row in true])
+    contexts = pd.DataFrame({"context_id": np.arange(n), "x": x})
+    frame = pd.DataFrame({"context_id": np.arange(n), "item_id": shown, "response": 0, "event_id": np.arange(n)})
+    features = FoldFeatures(contexts, frame.iloc[:3000], frame.iloc[3000:], None)
+    model = LoggingPolicyModel(0).fit(features, [0, 1, 2])
+    report = model.fit_report(features.test)
+    assert report["test_log_loss"] < report["frequency_log_loss"] < report["uniform_log_loss"] + 1e-9
+    estimated = model.propensity(np.arange(3000, n), shown[3000:])
+    assert np.abs(estimated - true[np.arange(3000, n), shown[3000:]]).mean() < 0.04
+
+
+def test_pipeline_with_estimated_propensities(byo_config):
+    from pipeline.config import load_config
+    from pipeline.runner import run_pipeline
+
+    outcome = run_pipeline(load_config(byo_config(data__files__columns__propensity="estimate")), progress=False)
+    fit = pd.read_csv(outcome.path / "logging_model.csv")
+    assert fit["model"].iloc[0].startswith("multinomial") and (fit["test_log_loss"] > 0).all()
+    assert outcome.decision["metric_kind"] == "off_policy"
+    run = json.loads((outcome.path / "run.json").read_text())
+    assert any("they are estimated per fold" in note for note in run["notes"])
+    assert set(pd.read_csv(outcome.path / "off_policy.csv")["policy"]) >= {"Logging", "LinUCB"}

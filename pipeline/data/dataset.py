@@ -21,6 +21,7 @@ USER_ID = "user_id"
 ITEM_ID = "item_id"
 RESPONSE = "response"
 PROPENSITY = "propensity"
+ESTIMATE = "estimate"  # data.files.columns.propensity: estimate - fit the logging policy instead of reading it
 TIMESTAMP = "timestamp"
 #: The key Mab2Rec sees as "user": the user (user-level context) or the event (event-level context).
 CONTEXT_ID = "context_id"
@@ -61,6 +62,7 @@ class Dataset:
     sources: Mapping[str, str] = field(default_factory=dict)
     click_model: "ClickModel | None" = None
     test_mask: np.ndarray | None = None
+    propensity_estimated: bool = False  # no propensity column: the runner estimates them per fold
 
     @property
     def context_level(self) -> str:
@@ -68,7 +70,8 @@ class Dataset:
 
     @property
     def has_propensity(self) -> bool:
-        return PROPENSITY in self.interactions.columns
+        """Whether off-policy estimation is possible: propensities logged, or to be estimated."""
+        return PROPENSITY in self.interactions.columns or self.propensity_estimated
 
     @property
     def has_timestamp(self) -> bool:
@@ -90,6 +93,7 @@ class Dataset:
             "context_level": self.context_level,
             "event_context": list(self.event_context),
             "has_propensity": self.has_propensity,
+            "propensity_estimated": self.propensity_estimated,
             "has_ground_truth": self.click_model is not None,
             "sources": dict(self.sources),
         }

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import FilesConfig
-from pipeline.data.dataset import EVENT_ID, ITEM_ID, PROPENSITY, RESPONSE, TIMESTAMP, USER_ID, Dataset
+from pipeline.data.dataset import ESTIMATE, EVENT_ID, ITEM_ID, PROPENSITY, RESPONSE, TIMESTAMP, USER_ID, Dataset
 from pipeline.errors import DataError, examples
 
 READERS = {".csv": pd.read_csv, ".parquet": pd.read_parquet, ".pq": pd.read_parquet}
@@ -93,7 +93,7 @@ def load_files(config: FilesConfig) -> Dataset:
         _require_known(interactions, items, ITEM_ID, columns.item_id, origin, config.item_features, hint)
         sources["items"] = str(config.item_features)
     return Dataset(interactions=interactions, users=users, items=items, event_context=tuple(config.event_context),
-                   sources=sources, test_mask=test_mask)
+                   sources=sources, test_mask=test_mask, propensity_estimated=columns.propensity == ESTIMATE)
 
 
 def _read_interactions(path: Path, key: str, config: FilesConfig) -> pd.DataFrame:
@@ -101,6 +101,8 @@ def _read_interactions(path: Path, key: str, config: FilesConfig) -> pd.DataFram
     names = config.columns
     renames = {names.user_id: USER_ID, names.item_id: ITEM_ID, names.response: RESPONSE}
     for optional, canonical in ((names.propensity, PROPENSITY), (names.timestamp, TIMESTAMP)):
+        if canonical == PROPENSITY and optional == ESTIMATE:
+            continue  # no column: the runner fits the logging policy (offpolicy.logging_model)
         explicitly_named = canonical in names.model_fields_set
         if optional in frame.columns:
             renames[optional] = canonical
