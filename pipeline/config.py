@@ -255,7 +255,13 @@ class OffPolicyConfig(Strict):
                                                                        "log never shows, above which it is flagged")
 
 
-DECISION_ESTIMATORS = ("IPS", "SNIPS", "DR", "SNDR", "SwitchDR")
+class ExternalPolicyConfig(Strict):
+    """A policy run elsewhere, evaluated from its action probabilities on the logged test events."""
+
+    file: Path = Field(description="CSV/Parquet: row, item column, [position], probability (or score)")
+    rule: Literal["probabilities", "argmax", "softmax"] = Field(
+        "probabilities", description="probabilities: the file's 'probability' column; argmax/softmax: from 'score'")
+    temperature: float = Field(1.0, gt=0, description="softmax: exp(score / temperature)")
 
 
 class DecisionConfig(Strict):
@@ -292,6 +298,9 @@ class EvaluationConfig(Strict):
     diversity_sample: int = Field(1000, ge=2, description="contexts Jurity samples per diversity run")
     off_policy: OffPolicyConfig = OffPolicyConfig()
     decision: DecisionConfig = DecisionConfig()
+    external_policies: dict[str, ExternalPolicyConfig] = Field(
+        default_factory=dict, description="policies run elsewhere, by name: evaluated off-policy from a file of "
+                                          "their action probabilities per logged event")
 
     @model_validator(mode="after")
     def _consistent_k(self) -> "EvaluationConfig":
@@ -383,6 +392,15 @@ class PipelineConfig(Strict):
         repeated = sorted({name for name in names if names.count(name) > 1})
         if repeated:
             raise ValueError(f"policy name {repeated[0]!r} appears twice once grids are expanded; rename one")
+        clash = sorted(set(self.evaluation.external_policies) & (set(names) | RESERVED_POLICY_NAMES))
+        if clash:
+            raise ValueError(f"evaluation.external_policies: {clash[0]!r} is already the name of a policy (or a row "
+                             "the pipeline adds); give the external policy another name")
+        baseline = self.evaluation.decision.baseline
+        known = set(names) | set(self.evaluation.external_policies) | {"Logging"}
+        if baseline is not None and baseline not in known:
+            raise ValueError(f"evaluation.decision.baseline is {baseline!r}, which is not a policy of this config; "
+                             f"choose one of {sorted(known)} or null")
         return self
 
     @field_validator("executor", mode="before")

@@ -23,14 +23,16 @@ from tqdm.auto import tqdm
 
 from pipeline.config import PipelineConfig
 from pipeline.data import load_dataset
-from pipeline.data.dataset import CONTEXT_ID, ITEM_ID, PROPENSITY, RESPONSE
+from pipeline.data.dataset import CONTEXT_ID, EVENT_ID, ITEM_ID, PROPENSITY, RESPONSE
 from pipeline.decision import choose_metric, decide, decision_values, pooled_draws, with_logging_draws
 from pipeline.evaluation import LOGGING, ORACLE, GroundTruth, check_inputs, logging_truth_rows, oracle_replay_rows
 from pipeline.executor import FoldContext, decision_draws, decision_ks, make_executor
+from pipeline.errors import ConfigError
 from pipeline.features import fold_features, item_featurizer, item_vectors
-from pipeline.offpolicy.logging_model import LoggingPolicyModel
-from pipeline.offpolicy import (CrossFittedRewardModel, LoggedTestEvents, logging_policy_estimates,
+from pipeline.offpolicy import (CrossFittedRewardModel, LoggedTestEvents, logging_policy_estimates, policy_estimates,
                                 summarise_against_truth)
+from pipeline.offpolicy.external import external_target_terms, load_external_policy
+from pipeline.offpolicy.logging_model import LoggingPolicyModel
 from pipeline.report import fold_summary, leaderboard, seed_summary
 from pipeline.rundir import RunDirectory
 from pipeline.simulation import simulate
@@ -236,6 +238,16 @@ def _run_seed(config: PipelineConfig, policies, run_dir: RunDirectory, timer: St
                     "(AUC, CTR, Precision, Recall, NDCG, MAP) weight every event alike and are biased towards what "
                     "the logging policy favoured; the decision does not use them (off-policy estimates do)")
 
+    external = {}
+    if config.evaluation.external_policies:
+        if not use_off_policy:
+            raise ConfigError("evaluation.external_policies are evaluated off-policy, which needs the log's "
+                              "propensities (data.files.columns.propensity, or 'estimate') and "
+                              "evaluation.off_policy.enabled: true")
+        item_column = config.data.files.columns.item_id if config.data.files is not None else ITEM_ID
+        external = {name: load_external_policy(name, settings, dataset, item_column)
+                    for name, settings in config.evaluation.external_policies.items()}
+
     for fold in folds:
         with timer.stage("context_features"):
             features = fold_features(dataset, fold, config)
@@ -280,6 +292,15 @@ def _run_seed(config: PipelineConfig, policies, run_dir: RunDirectory, timer: St
                                                        context.bootstrap, fold.index)
                 tables.off_policy.append(rows.assign(seed=seed))
                 tables.add_draws(draws, seed, fold.index, LOGGING)
+                for name, probabilities in external.items():
+                    targets = external_target_terms(
+                        probabilities, features.test[[EVENT_ID, CONTEXT_ID, ITEM_ID]].reset_index(drop=True),
+                        decision_ks(config.evaluation), reward_model, context.logged.logged_items, name,
+                        str(config.evaluation.external_policies[name].file), first_row_event(dataset))
+                    rows, draws = policy_estimates(targets, context.logged, settings, dataset.n_items,
+                                                   context.bootstrap, name, fold.index)
+                    tables.off_policy.append(rows.assign(seed=seed))
+                    tables.add_draws(draws, seed, fold.index, name)
         context.bootstrap.release()  # the tasks draw their own copy of the weights from the seed
         started = time.perf_counter()
         context = executor.share(context, len(policies))
@@ -314,6 +335,11 @@ def _test_propensities(dataset, features, fold, seed: int, tables: _Tables) -> n
     model = LoggingPolicyModel(seed).fit(features, catalog)
     tables.logging_model.append({"seed": seed, "fold": fold.index, **model.fit_report(features.test)})
     return model.propensity(features.test[CONTEXT_ID].to_numpy(), features.test[ITEM_ID].to_numpy())
+
+
+def first_row_event(dataset) -> int:
+    """The event id of row 1 of the file users count rows in (the test file when train and test are separate)."""
+    return 0 if dataset.test_mask is None else int((~dataset.test_mask).sum())
 
 
 def leaderboard_estimators(config: PipelineConfig) -> tuple[str, ...]:

@@ -323,3 +323,55 @@ def test_pipeline_with_estimated_propensities(byo_config):
     run = json.loads((outcome.path / "run.json").read_text())
     assert any("they are estimated per fold" in note for note in run["notes"])
     assert set(pd.read_csv(outcome.path / "off_policy.csv")["policy"]) >= {"Logging", "LinUCB"}
+
+
+def test_an_external_policy_file_is_evaluated_like_the_same_policy_run_here(byo_config, tmp_path):
+    """A file giving Random's action probabilities (1/n for every item in every slot of every event) must give
+    exactly the estimates of the Random policy run here, for the first item and the list."""
+    from pipeline.config import load_config
+    from pipeline.runner import run_pipeline
+
+    config_path = byo_config(data__files__columns__propensity="estimate")
+    config = load_config(config_path)
+    interactions = pd.read_csv(config.data.files.interactions)
+    items = pd.read_csv(config.data.files.item_features)["item_id"]
+    rows = np.arange(1, len(interactions) + 1)
+    uniform = pd.DataFrame({"row": np.repeat(rows, len(items)), "item_id": np.tile(items, len(rows)),
+                            "position": 0, "probability": 1 / len(items)})
+    slots = pd.concat([uniform.assign(position=p) for p in range(5)])
+    slots.to_csv(tmp_path / "uniform.csv", index=False)
+    config = load_config(config_path, ["evaluation.external_policies.Outside.file=" + str(tmp_path / "uniform.csv"),
+                                       "policies={Random: {learning_policy: Random}}"])
+    outcome = run_pipeline(config, progress=False)
+    estimates = outcome.off_policy.set_index(["policy", "k", "estimator"])["value"]
+    for k in (1, 5):
+        for name in ("IPS", "SNIPS"):
+            assert estimates[("Outside", k, name)] == pytest.approx(estimates[("Random", k, name)], rel=1e-9), (k, name)
+    assert "Outside" in outcome.leaderboard.index
+    assert {row["policy"] for row in outcome.decision["policies"]} >= {"Outside", "Random", "Logging"}
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda f: f.drop(columns="probability"), "has no column 'probability'"),
+    (lambda f: f.assign(probability=f["probability"] * 2), "must sum to 1"),
+    (lambda f: f.assign(row=f["row"] + 10_000), "must name data rows 1 to"),
+    (lambda f: f.assign(item_id=f["item_id"].where(f.index != 3, 999_999)), "not in the catalog"),
+    (lambda f: f[f["row"] != f["row"].max()], "gives no probabilities for"),  # the last row is a test event
+])
+def test_external_policy_file_mistakes_are_named(byo_config, tmp_path, change, message):
+    from pipeline.config import load_config
+    from pipeline.errors import DataError
+    from pipeline.runner import run_pipeline
+
+    config_path = byo_config(data__files__columns__propensity="estimate")
+    config = load_config(config_path)
+    interactions = pd.read_csv(config.data.files.interactions)
+    items = pd.read_csv(config.data.files.item_features)["item_id"].head(2)
+    rows = np.arange(1, len(interactions) + 1)
+    frame = pd.DataFrame({"row": np.repeat(rows, 2), "item_id": np.tile(items, len(rows)), "probability": 0.5})
+    change(frame).to_csv(tmp_path / "p.csv", index=False)
+    config = load_config(config_path, [f"evaluation.external_policies.Outside.file={tmp_path / 'p.csv'}",
+                                       "policies={Random: {learning_policy: Random}}"])
+    with pytest.raises(DataError, match=message) as error:
+        run_pipeline(config, progress=False)
+    assert "evaluation.external_policies.Outside.file" in str(error.value)
