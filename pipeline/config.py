@@ -255,6 +255,13 @@ class OffPolicyConfig(Strict):
                                                                        "log never shows, above which it is flagged")
 
 
+class ReplayConfig(Strict):
+    """Replay with learning: each policy walks the test log in time order, learning from the events it matches."""
+
+    enabled: bool = Field(False, description="write each policy's online CTR curve estimated from the log")
+    batch_size: int = Field(100, ge=1, description="accepted events between two partial_fit calls")
+
+
 class ExternalPolicyConfig(Strict):
     """A policy run elsewhere, evaluated from its action probabilities on the logged test events."""
 
@@ -298,6 +305,7 @@ class EvaluationConfig(Strict):
     diversity_sample: int = Field(1000, ge=2, description="contexts Jurity samples per diversity run")
     off_policy: OffPolicyConfig = OffPolicyConfig()
     decision: DecisionConfig = DecisionConfig()
+    replay: ReplayConfig = ReplayConfig()
     external_policies: dict[str, ExternalPolicyConfig] = Field(
         default_factory=dict, description="policies run elsewhere, by name: evaluated off-policy from a file of "
                                           "their action probabilities per logged event")

@@ -41,13 +41,14 @@ import pandas as pd
 
 from pipeline.beyond_accuracy import beyond_accuracy_rows
 from pipeline.config import EvaluationConfig, ExecutorConfig
-from pipeline.data.dataset import ITEM_ID
+from pipeline.data.dataset import CONTEXT_ID, ITEM_ID, RESPONSE
 from pipeline.errors import ConfigError
 from pipeline.evaluation import GroundTruth, run_policy
 from pipeline.features import FoldFeatures
 from pipeline.offpolicy import LoggedTestEvents, policy_estimates, target_terms
 from pipeline.scoring import ScoringInput
 from pipeline.policies import PolicySpec
+from pipeline.replay import REPLAY_COLUMNS, replay_with_learning
 from pipeline.timing import StageTimer
 from pipeline.uncertainty import Bootstrap
 
@@ -68,6 +69,8 @@ class FoldContext:
     n_items: int
     truth: GroundTruth | None = None
     logged: LoggedTestEvents | None = None  # the test events as the off-policy estimators need them, or None
+    replay_order: object = None  # test rows in time order (replay with learning), or None
+    replay_propensity: object = None  # their logging propensities (ones: assumed uniform)
 
     def beyond_accuracy(self, recommendations: pd.DataFrame, policy: str) -> pd.DataFrame:
         """Diversity, coverage and novelty rows of one policy's lists on this fold."""
@@ -87,6 +90,7 @@ class PolicyOutcome:
     off_policy: pd.DataFrame | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     draws: dict[str, np.ndarray] = field(default_factory=dict)  # bootstrap draws by label, e.g. "DR@5"
+    replay: pd.DataFrame | None = None  # replay-with-learning curve
 
 
 def evaluate_policy(context: FoldContext, spec: PolicySpec, threads: int) -> PolicyOutcome:
@@ -111,8 +115,23 @@ def evaluate_policy(context: FoldContext, spec: PolicySpec, threads: int) -> Pol
             with timer.stage("off_policy"):
                 off_policy, estimate_draws = off_policy_for(context, spec, result)
                 draws.update(estimate_draws)
+        curve = None
+        if context.replay_order is not None:
+            with timer.stage("replay"):
+                curve = replay_for(context, spec, result.recommender)
     return PolicyOutcome(spec.name, metrics, result.recommendations, result.recommender, off_policy,
-                         timer.seconds, decision_draws(draws, context.evaluation))
+                         timer.seconds, decision_draws(draws, context.evaluation), curve)
+
+
+def replay_for(context: FoldContext, spec: PolicySpec, recommender) -> pd.DataFrame:
+    """The policy's replay-with-learning curve on the fold's test log (pipeline.replay)."""
+    test = context.features.test.iloc[context.replay_order]
+    contextual = recommender.mab.is_contextual
+    contexts = context.features.context_matrix(test[CONTEXT_ID].to_numpy()) if contextual else np.zeros((len(test), 0))
+    curve = replay_with_learning(recommender, contexts, test[ITEM_ID].to_numpy(), test[RESPONSE].to_numpy(),
+                                 np.asarray(context.replay_propensity)[context.replay_order],
+                                 context.evaluation.replay.batch_size, context.seed, contextual)
+    return curve.assign(policy=spec.name, fold=context.fold)[REPLAY_COLUMNS]
 
 
 def off_policy_for(context: FoldContext, spec: PolicySpec, result) -> tuple[pd.DataFrame, dict]:

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from pipeline.config import PipelineConfig
 from pipeline.data import load_dataset
-from pipeline.data.dataset import CONTEXT_ID, EVENT_ID, ITEM_ID, PROPENSITY, RESPONSE
+from pipeline.data.dataset import CONTEXT_ID, EVENT_ID, ITEM_ID, PROPENSITY, RESPONSE, TIMESTAMP
 from pipeline.decision import choose_metric, decide, decision_values, pooled_draws, with_logging_draws
 from pipeline.evaluation import LOGGING, ORACLE, GroundTruth, check_inputs, logging_truth_rows, oracle_replay_rows
 from pipeline.executor import FoldContext, decision_draws, decision_ks, make_executor
@@ -76,6 +76,7 @@ class _Tables:
     draws: list = field(default_factory=list)
     replay_biased: bool = False
     logging_model: list = field(default_factory=list)  # fit of estimated propensities, per seed and fold
+    replay: list = field(default_factory=list)
 
     def add_draws(self, draws: dict, seed: int, fold: int, policy: str) -> None:
         """Bootstrap draws by label, kept long (seed, fold, policy, label, resample, value) for the decision."""
@@ -189,6 +190,8 @@ def _write_tables(run_dir: RunDirectory, tables: _Tables, config: PipelineConfig
         run_dir.write_table("simulation", _with_seed_first(pd.concat(tables.simulation, ignore_index=True)))
         simulation = _with_seed_first(pd.concat(tables.simulation_summary, ignore_index=True))
         run_dir.write_table("simulation_summary", simulation)
+    if tables.replay:
+        run_dir.write_table("replay", _with_seed_first(pd.concat(tables.replay, ignore_index=True)))
     if tables.logging_model:
         run_dir.write_table("logging_model", pd.DataFrame(tables.logging_model))
     if tables.diagnostics:
@@ -302,6 +305,8 @@ def _run_seed(config: PipelineConfig, policies, run_dir: RunDirectory, timer: St
                     tables.off_policy.append(rows.assign(seed=seed))
                     tables.add_draws(draws, seed, fold.index, name)
         context.bootstrap.release()  # the tasks draw their own copy of the weights from the seed
+        if config.evaluation.replay.enabled:
+            context.replay_order, context.replay_propensity = _replay_inputs(dataset, fold, context, tables)
         started = time.perf_counter()
         context = executor.share(context, len(policies))
         del features  # the shared context holds them now
@@ -312,6 +317,8 @@ def _run_seed(config: PipelineConfig, policies, run_dir: RunDirectory, timer: St
             if outcome.off_policy is not None:
                 tables.off_policy.append(outcome.off_policy.assign(seed=seed))
             tables.add_draws(outcome.draws, seed, fold.index, outcome.policy)
+            if outcome.replay is not None:
+                tables.replay.append(outcome.replay.assign(seed=seed))
             _keep_model_outputs(outcome.recommender, outcome.policy, seed, fold.index, run_dir, tables.diagnostics)
             for stage, seconds in outcome.seconds.items():
                 timer.add(stage, seconds)
@@ -335,6 +342,18 @@ def _test_propensities(dataset, features, fold, seed: int, tables: _Tables) -> n
     model = LoggingPolicyModel(seed).fit(features, catalog)
     tables.logging_model.append({"seed": seed, "fold": fold.index, **model.fit_report(features.test)})
     return model.propensity(features.test[CONTEXT_ID].to_numpy(), features.test[ITEM_ID].to_numpy())
+
+
+def _replay_inputs(dataset, fold, context: FoldContext, tables: _Tables) -> tuple[np.ndarray, np.ndarray]:
+    """The fold's test rows in time order and their propensities (ones, said in a note, when none are logged)."""
+    rows = fold.test_rows
+    order = (np.argsort(dataset.interactions[TIMESTAMP].to_numpy()[rows], kind="stable") if dataset.has_timestamp
+             else np.arange(len(rows)))
+    if context.logged is not None:
+        return order, context.logged.propensity
+    tables.note("replay with learning assumes the log was collected uniformly at random (Li et al. 2011): the data "
+                "has no propensities to correct for anything else")
+    return order, np.ones(len(rows))
 
 
 def first_row_event(dataset) -> int:
