@@ -200,6 +200,12 @@ def run(config, quiet: bool) -> int:
               "(off_policy_summary.csv):")
         print(overall[["cases", "bias", "rmse", "coverage", "mean_effective_sample_size", "unreliable_cases"]]
               .to_string(float_format="{:.4f}".format))
+    if outcome.replay is not None:
+        last = outcome.replay.groupby(["seed", "fold", "policy"], sort=False).tail(1)
+        shown = last.groupby("policy", sort=False)[["accepted", "events_seen", "ctr", "low", "high"]].mean()
+        print("\nReplay with learning (replay.csv): each policy's online CTR on the test log, learning from the "
+              "events it is credited with; mean over seeds and folds:")
+        print(shown.to_string(float_format="{:.4f}".format))
     if outcome.simulation_summary is not None:
         columns = ["cum_reward", "cum_regret", "regret_growth_ratio"]
         if outcome.simulation_summary["shock_step"].notna().any():

@@ -391,7 +391,8 @@ class PipelineConfig(Strict):
             raise ValueError("at least one policy is needed")
         reserved = sorted(set(policies) & RESERVED_POLICY_NAMES)
         if reserved:
-            raise ValueError(f"the policy name {reserved[0]!r} is reserved for the ground-truth row; choose another")
+            raise ValueError(f"the policy name {reserved[0]!r} is reserved for a row the pipeline adds (Oracle: the "
+                             "ground truth; Logging: the policy that wrote the log); choose another")
         return policies
 
     @model_validator(mode="after")

@@ -57,6 +57,7 @@ class RunOutcome:
     notes: list[str] = field(default_factory=list)
     decision: dict | None = None
     off_policy: pd.DataFrame | None = None
+    replay: pd.DataFrame | None = None
 
 
 @dataclass
@@ -136,7 +137,9 @@ def run_pipeline(config: PipelineConfig, progress: bool = True) -> RunOutcome:
             "notes": tables.notes,
         })
     log.info("run written to %s", run_dir.final)
-    return RunOutcome(run_dir.final, metrics, table, timings, summary, simulation, tables.notes, decision, off_policy)
+    replay = pd.concat(tables.replay, ignore_index=True) if tables.replay else None
+    return RunOutcome(run_dir.final, metrics, table, timings, summary, simulation, tables.notes, decision, off_policy,
+                      replay)
 
 
 def _write_decision(run_dir: RunDirectory, tables: _Tables, config: PipelineConfig, metrics: pd.DataFrame) -> dict:

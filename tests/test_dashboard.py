@@ -19,7 +19,8 @@ SETTINGS = {
     "features": {"item_text": {"schema": {"transform": ["tfidf", ["svd", {"n_components": 4}]]}}},
     "policies": {"Random": {"learning_policy": "Random"}, "LinUCB": {"learning_policy": "LinUCB"},
                  "NeuralLinear": {"learning_policy": "NeuralLinear", "params": FAST_NL}},
-    "evaluation": {"top_k": 5, "k_list": [1, 3, 5], "leaderboard_k": 3, "bootstrap_resamples": 50},
+    "evaluation": {"top_k": 5, "k_list": [1, 3, 5], "leaderboard_k": 3, "bootstrap_resamples": 50,
+                   "replay": {"enabled": True, "batch_size": 20}},
     "simulation": {"enabled": True, "steps": 400, "batch_size": 100, "warmup": 100, "scenario": "shock",
                    "shock_step": 200, "rolling_window": 100},
 }
@@ -130,6 +131,7 @@ def test_off_policy_and_simulation_pages_show_the_run_tables(runs, monkeypatch):
     assert estimates.loc[("LinUCB", "DR"), "value"] == pytest.approx(round(expected.loc[("LinUCB", "DR")], 4))
     assert "truth" in estimates.columns
     at.sidebar.radio[0].set_value("Online simulation").run()
+    assert any("Replay with learning" in header.value for header in at.subheader)
     assert any("market shock at step 200" in c.value for c in at.caption)
     summary = at.dataframe[0].value.set_index("policy")
     assert set(summary.index) == {"Random", "LinUCB", "NeuralLinear", "Oracle"}

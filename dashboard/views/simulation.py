@@ -1,4 +1,4 @@
-"""Online simulation: cumulative regret and rolling CTR over time, the market shock marked."""
+"""Online learning: the simulation's regret and rolling CTR (shock marked), and replay with learning from the log."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ TITLE = "Online simulation"
 
 
 def render(run: Run, runs: list[Run]) -> None:
+    if run.has("replay.parquet"):
+        replay_section(run)
     if not run.has("simulation.parquet"):
         absent("An online simulation", run)
         return
@@ -30,3 +32,19 @@ def render(run: Run, runs: list[Run]) -> None:
         st.caption(f"Red dashed line: the market shock at step {int(shock.iloc[0])}.")
     summary = table(run, "simulation_summary")
     st.dataframe(summary[summary["seed"] == seed].round(4), width="stretch", hide_index=True)
+
+
+def replay_section(run: Run) -> None:
+    """Each policy's running CTR over the log events it was credited with (replay with learning), with intervals."""
+    st.subheader("Replay with learning (from the logged test events)")
+    curves = table(run, "replay")
+    seed = choose("replay seed", curves["seed"])
+    curves = curves[curves["seed"] == seed]
+    base = alt.Chart(curves).encode(x=alt.X("accepted:Q", title="accepted events (the policy's own steps)"),
+                                    color=alt.Color("policy:N", scale=alt.Scale(scheme="tableau10")))
+    band = base.mark_area(opacity=0.12).encode(y="low:Q", y2="high:Q")
+    line = base.mark_line(point=True).encode(y=alt.Y("ctr:Q", title="running CTR"),
+                                             tooltip=["policy", "fold", "accepted", "events_seen", "ctr", "low", "high"])
+    st.altair_chart(band + line, width="stretch")
+    st.caption("An event counts when the policy, as trained so far, picks the logged item (and, under non-uniform "
+               "logging, passes rejection sampling); the policy learns from it. Bands: 95% Wilson intervals.")
