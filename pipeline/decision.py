@@ -50,7 +50,7 @@ def choose_metric(evaluation: EvaluationConfig, has_truth: bool, has_off_policy:
             "under the logging policy where it gives every chosen item a positive propensity)")
     if wanted in ("auto", "replay") and not replay_biased:
         return f"CTR@{k}", "replay", (f"replay CTR@{k} (Mab2Rec/Jurity): unweighted, so unbiased only if the log was "
-                                      "collected uniformly at random; the log has no propensities to check that")
+                                      "collected uniformly at random (no off-policy estimate is available to do better)")
     if wanted == "replay" or (wanted == "auto" and replay_biased):
         return None, None, ("replay metrics are biased here (the logging propensities are not uniform) and no "
                             "off-policy estimate is available")

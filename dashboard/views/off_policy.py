@@ -1,4 +1,4 @@
-"""Off-policy estimates (IPS, SNIPS, DR) with intervals, next to each policy's true value."""
+"""Off-policy estimates with intervals and overlap diagnostics, next to each policy's true value."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import altair as alt
 import streamlit as st
 
 from dashboard.data import Run, table
-from dashboard.views.common import absent
+from dashboard.views.common import absent, url_selectbox
 
 TITLE = "Off-policy vs truth"
+DIAGNOSTICS = ["matched_events", "effective_sample_size", "max_weight_share", "unsupported_share"]
 
 
 def render(run: Run, runs: list[Run]) -> None:
@@ -16,19 +17,35 @@ def render(run: Run, runs: list[Run]) -> None:
         absent("Off-policy estimation", run)
         return
     estimates = table(run, "off_policy")
-    per_policy = estimates.groupby(["policy", "estimator"], sort=False)[["value", "low", "high", "matched_events"]].mean()
+    k_values = sorted(estimates["k"].unique())
+    k = url_selectbox("list length k (1: the first item)", k_values, k_values[-1], key="ope_k")
+    at_k = estimates[estimates["k"] == k]
+    per_policy = at_k.groupby(["policy", "estimator"], sort=False)[["value", "low", "high"] + DIAGNOSTICS].mean()
+    per_policy["reliable"] = at_k.groupby(["policy", "estimator"], sort=False)["reliable"].all()
+    per_policy["flag"] = at_k.groupby(["policy", "estimator"], sort=False)["flag"].first()
     per_policy = per_policy.reset_index()
     metrics = table(run, "metrics")
-    truth = metrics.query("metric == 'true_ctr' and k == 1").groupby("policy")["value"].mean()
-    chart = alt.Chart(per_policy).encode(y=alt.Y("policy:N"), color="estimator:N", yOffset="estimator:N")
-    layers = chart.mark_rule().encode(x=alt.X("low:Q", title="top-1 value"), x2="high:Q") + chart.mark_point().encode(x="value:Q")
+    truth = metrics[(metrics["metric"] == "true_ctr") & (metrics["k"] == k)].groupby("policy")["value"].mean()
+    chart = alt.Chart(per_policy).encode(y=alt.Y("policy:N", title=None),
+                                         color=alt.Color("estimator:N", scale=alt.Scale(scheme="tableau10")),
+                                         yOffset="estimator:N")
+    layers = (chart.mark_rule().encode(x=alt.X("low:Q", title=f"value of the top-{k} list"), x2="high:Q")
+              + chart.mark_point(filled=True).encode(x="value:Q", shape=alt.Shape("reliable:N"),
+                                                     tooltip=["policy", "estimator", "value", "low", "high",
+                                                              "effective_sample_size", "flag"]))
     if len(truth):
         truth_frame = truth.rename("truth").reset_index()
         layers += alt.Chart(truth_frame).mark_tick(color="black", thickness=3).encode(y="policy:N", x="truth:Q")
         per_policy = per_policy.merge(truth_frame, on="policy", how="left")
-    st.caption("Mean over seeds and folds. Black ticks: the policy's true top-1 value from the click model.")
-    st.altair_chart(layers, width="stretch")
+    st.caption("Mean over seeds and folds. " + ("Black ticks: the true value from the click model. " if len(truth)
+                                                else "") + "Hollow or open marks: flagged unreliable by the overlap "
+               "diagnostics (see flag). The logging policy's row is its observed click rate on its own log.")
+    st.altair_chart(layers.properties(height=max(300, 28 * per_policy["policy"].nunique())), width="stretch")
     st.dataframe(per_policy.round(4), width="stretch", hide_index=True)
     if run.has("off_policy_summary.parquet"):
         st.subheader("Against the truth: bias, RMSE, interval coverage")
-        st.dataframe(table(run, "off_policy_summary").round(4), width="stretch", hide_index=True)
+        summary = table(run, "off_policy_summary")
+        st.dataframe(summary[summary["k"] == k].round(4), width="stretch", hide_index=True)
+    if run.has("logging_model.parquet"):
+        st.subheader("Estimated logging policy (propensity: estimate)")
+        st.dataframe(table(run, "logging_model").round(4), width="stretch", hide_index=True)
