@@ -103,16 +103,18 @@ def decide(values: pd.Series, draws: pd.DataFrame, label: str, kind: str, metric
     best_per_draw = matrix.max(axis=0)
     is_best = matrix == best_per_draw
     table = pd.DataFrame({"policy": candidates, "value": point})
-    table["low"], table["high"] = np.percentile(matrix, [2.5, 97.5], axis=1)
+    # Every decision metric is a click rate: intervals stay in [0, 1], differences in [-1, 1] (the draws of a
+    # sparse off-policy estimate are widened by normal noise and can reach past them).
+    table["low"], table["high"] = np.clip(np.percentile(matrix, [2.5, 97.5], axis=1), 0.0, 1.0)
     to_leader = matrix - matrix[leader]
     table["diff_to_leader"] = point - point[leader]
-    table["diff_to_leader_low"], table["diff_to_leader_high"] = np.percentile(to_leader, [2.5, 97.5], axis=1)
+    table["diff_to_leader_low"], table["diff_to_leader_high"] = _difference_interval(to_leader)
     table["p_best"] = (is_best / is_best.sum(axis=0)).mean(axis=1)  # ties share the win
     table["expected_loss"] = (best_per_draw - matrix).mean(axis=1)
     if baseline in candidates:
         to_baseline = matrix - matrix[candidates.index(baseline)]
         table["diff_to_baseline"] = point - point[candidates.index(baseline)]
-        table["diff_to_baseline_low"], table["diff_to_baseline_high"] = np.percentile(to_baseline, [2.5, 97.5], axis=1)
+        table["diff_to_baseline_low"], table["diff_to_baseline_high"] = _difference_interval(to_baseline)
     table["reliable"] = [bool(reliable.get(p, True)) if reliable is not None else True for p in candidates]
     table["contender"] = table["diff_to_leader_high"] >= 0
     table.loc[leader, "contender"] = True
@@ -140,7 +142,8 @@ def decide(values: pd.Series, draws: pd.DataFrame, label: str, kind: str, metric
             reason += (f", which would take about {sizing['events_to_separate_top_two']:,} logged test events, or an "
                        f"A/B test with {sizing['ab_users_per_arm_to_separate_top_two']:,} users per arm")
         return {**base, "policy": None, "reason": reason + ".", **sizing, "policies": _records(table)}, table
-    chosen = contenders.sort_values(["low", "value"], ascending=False).iloc[0]
+    lower_bounds = pd.Series(np.percentile(matrix, 2.5, axis=1), index=table.index)  # before the cut to [0, 1]
+    chosen = table.loc[lower_bounds[contenders.index].idxmax()]
     reason = (f"{chosen['policy']}: the highest 95% lower bound ({chosen['low']:.4f}) among the {len(contenders)} "
               f"of {len(table)} policies not significantly worse than the leader {candidates[leader]} on {label}")
     if baseline in candidates and chosen["policy"] != baseline:
@@ -151,6 +154,11 @@ def decide(values: pd.Series, draws: pd.DataFrame, label: str, kind: str, metric
     if not chosen["reliable"]:
         reason += "; its estimate is flagged unreliable by the overlap diagnostics (see off_policy.csv)"
     return {**base, "policy": chosen["policy"], "reason": reason + ".", **sizing, "policies": _records(table)}, table
+
+
+def _difference_interval(differences: np.ndarray) -> np.ndarray:
+    """95% percentile interval of each row of paired differences, cut to [-1, 1]."""
+    return np.clip(np.percentile(differences, [2.5, 97.5], axis=1), -1.0, 1.0)
 
 
 def _k_of(label: str) -> int | None:

@@ -91,3 +91,12 @@ def test_pooled_draws_average_folds_resample_by_resample_and_logging_stands_in()
     assert pooled.loc["Logging"].tolist() == pytest.approx([0.05 + 0.5, 0.05 + 1.0])
     partial = draws[~((draws["policy"] == "A") & (draws["fold"] == 1))]
     assert "A" not in pooled_draws(with_logging_draws(partial, "DR@5"), "DR@5").index  # missing a fold: left out
+
+
+def test_intervals_stay_in_the_range_of_a_rate():
+    """Widened off-policy draws of a rare-click policy reach below 0: the reported interval does not."""
+    draws = draws_of({"A": (0.002, 0.2), "B": (0.003, 0.001)})
+    decision, table = decide(pd.Series({"A": 0.002, "B": 0.003}), draws, "DR@3", "off_policy", "why", None, 2000)
+    assert (table["low"] >= 0).all() and (table["high"] <= 1).all()
+    assert (table["diff_to_leader_low"] >= -1).all() and (table["diff_to_leader_high"] <= 1).all()
+    assert table.set_index("policy").loc["A", "low"] == 0.0
