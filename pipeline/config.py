@@ -239,7 +239,7 @@ class OffPolicyConfig(Strict):
     reward_model: Literal["logistic", "item_mean"] = Field("logistic", description="r_hat of the DR-type estimators")
     cross_fit: int = Field(2, ge=1, description="parts of the test contexts; each part's r_hat is fitted on the "
                                                 "training rows and the other parts (1: training rows only)")
-    action_samples: int = Field(100, ge=1, description="Monte Carlo draws of a sampling policy's lists per "
+    action_samples: int = Field(50, ge=1, description="Monte Carlo draws of a sampling policy's lists per "
                                                        "context, for its action probabilities")
     switch_tau_per_item: float = Field(2.0, gt=0, description="Switch-DR drops the correction of events whose "
                                                               "weight exceeds this x the number of items")
