@@ -42,7 +42,7 @@ def simulate(config: PipelineConfig, dataset: Dataset, item_vectors: pd.DataFram
     days = max(1, round(synthetic.n_days * (settings.warmup + settings.steps) / synthetic.n_events))
     events = make_events(synthetic.model_copy(update={"n_events": settings.warmup + settings.steps, "n_days": days,
                                                       "start_date": start.date()}), dataset.users, rng)
-    contexts = _featurize(events, dataset, config.features.context_scaling)
+    contexts = featurize_events(events, dataset, config.features.context_scaling)
     item_ids = dataset.click_model.item_ids
     models = [dataset.click_model]
     if settings.scenario == "shock":
@@ -86,7 +86,7 @@ def simulate(config: PipelineConfig, dataset: Dataset, item_vectors: pd.DataFram
     return curves, _summary(curves, per_step, settings, shock)
 
 
-def _featurize(events: pd.DataFrame, dataset: Dataset, scaling: str) -> np.ndarray:
+def featurize_events(events: pd.DataFrame, dataset: Dataset, scaling: str) -> np.ndarray:
     raw = events[[USER_ID, *dataset.event_context]].merge(dataset.users, on=USER_ID, how="left").drop(columns=USER_ID)
     categorical, numeric = infer_feature_columns(raw, [], None, None, [], "simulation", "features.context")
     return TabularFeaturizer(categorical, numeric, scaling).fit(raw).transform(raw)
