@@ -6,7 +6,8 @@
 For each seed, a synthetic shop (30 items, uniformly logged) and for each policy the same warm start (the
 first ``--warmup`` logged events).  Then, from that same start:
 
-- **simulation**: the policy serves ``--steps`` fresh events of the shop, learning from its own clicks every
+- **simulation**: the policy serves ``--steps`` events of the shop held out from the log, choosing its own
+  items and learning from its own clicks (drawn from the click model) every
   ``--batch-size`` events; its truth is the mean true click probability of its choices over those steps,
   averaged over ``--trajectories`` independent runs (one run is one random learning path, whose own spread
   would otherwise be counted against the replay);
@@ -31,7 +32,7 @@ from mabwiser.mab import LearningPolicy
 
 from pipeline.config import SyntheticConfig
 from pipeline.data.dataset import ITEM_ID, RESPONSE
-from pipeline.data.synthetic import generate, make_events
+from pipeline.data.synthetic import generate
 from pipeline.replay import replay_with_learning
 from pipeline.simulation import featurize_events
 
@@ -42,27 +43,33 @@ POLICIES = {"LinUCB": (LearningPolicy.LinUCB(alpha=1.0), True), "LinGreedy": (Le
 
 
 def one_seed(seed: int, args) -> list[dict]:
-    shop = SyntheticConfig(n_items=30, n_users=1000, n_events=args.log_events, n_days=28)
+    n_simulated = args.steps * args.trajectories
+    shop = SyntheticConfig(n_items=30, n_users=1000, n_events=args.log_events + n_simulated, n_days=28)
     data = generate(shop, seed)
-    log = data.interactions
+    events = data.interactions
+    contexts = featurize_events(events, data, "standard")
     items = data.click_model.item_ids
-    n_fresh = args.steps * args.trajectories  # one block of fresh events per simulated trajectory
-    fresh = make_events(shop.model_copy(update={"n_events": n_fresh}), data.users, np.random.default_rng([seed, 5]))
-    both = featurize_events(pd.concat([log, fresh], ignore_index=True), data, "standard")  # one scaling for both
-    contexts, fresh_contexts = both[:len(log)], both[len(log):]
-    fresh_probabilities = data.click_model.probabilities(fresh)
-    warm, rest = slice(0, args.warmup), slice(args.warmup, None)
+    # After the warm start, a seeded random share of the events is where the simulated runs happen and the rest
+    # is the log the replay walks: both come from the same users with the same activity (a fresh make_events
+    # call would draw other heavy users, to whom the warm start transfers worse) and the same days: the shop's
+    # item appeal moves with daypart and weekend, so the simulated runs are drawn from the stretch of time the
+    # replay needs for its accepted events (about items x steps log events), each run spread over all of it.
+    window = np.arange(args.warmup, min(len(events), args.warmup + (len(items) + args.trajectories) * args.steps))
+    simulated = np.sort(np.random.default_rng([seed, 5]).choice(window, n_simulated, replace=False))
+    logged = np.setdiff1d(np.arange(args.warmup, len(events)), simulated)
+    probabilities = data.click_model.probabilities(events.iloc[simulated])
+    warm = np.arange(args.warmup)
     rows = []
     for name, (policy, contextual) in POLICIES.items():
         recommender = BanditRecommender(policy, top_k=1, seed=seed, n_jobs=1)
         recommender.set_arms(list(items))
-        recommender.fit(log[ITEM_ID].to_numpy()[warm], log[RESPONSE].to_numpy()[warm],
+        recommender.fit(events[ITEM_ID].to_numpy()[warm], events[RESPONSE].to_numpy()[warm],
                         contexts[warm] if contextual else None)
-        truth = float(np.mean([simulate(recommender, fresh_contexts[block], fresh_probabilities[block], items, args,
-                                        seed * 100 + run, contextual)
-                               for run, block in enumerate(np.split(np.arange(n_fresh), args.trajectories))]))
-        curve = replay_with_learning(recommender, contexts[rest], log[ITEM_ID].to_numpy()[rest],
-                                     log[RESPONSE].to_numpy()[rest], log["propensity"].to_numpy()[rest],
+        runs = [np.arange(number, n_simulated, args.trajectories) for number in range(args.trajectories)]
+        truth = float(np.mean([simulate(recommender, contexts[simulated][run], probabilities[run], items, args,
+                                        seed * 100 + number, contextual) for number, run in enumerate(runs)]))
+        curve = replay_with_learning(recommender, contexts[logged], events[ITEM_ID].to_numpy()[logged],
+                                     events[RESPONSE].to_numpy()[logged], events["propensity"].to_numpy()[logged],
                                      args.batch_size, seed, contextual)
         reached = curve[curve["accepted"] >= args.steps]
         point = reached.iloc[0] if len(reached) else curve.iloc[-1]
