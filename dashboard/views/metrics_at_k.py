@@ -6,7 +6,7 @@ import altair as alt
 import streamlit as st
 
 from dashboard.data import Run
-from dashboard.views.common import metric_summary
+from dashboard.views.common import metric_summary, url_selectbox
 
 TITLE = "Metrics at k"
 
@@ -17,7 +17,7 @@ def render(run: Run, runs: list[Run]) -> None:
     if not metrics:
         st.info("Every metric of this run has a single k; nothing to plot against k.")
         return
-    metric = st.selectbox("metric", metrics, index=metrics.index("true_ctr") if "true_ctr" in metrics else 0)
+    metric = url_selectbox("metric", metrics, "true_ctr" if "true_ctr" in metrics else metrics[0])
     data = summary[summary["metric"] == metric].sort_values(["policy", "k"])
     policies = list(dict.fromkeys(data["policy"]))
     shown = st.multiselect("policies", policies, default=policies, help="pick a few to compare them closely")
