@@ -74,7 +74,7 @@ def replay_with_learning(recommender, contexts: np.ndarray, items: np.ndarray, r
             scorer = scorer_for(recommender)
             curve.append(_point(accepted, position, clicks))
             pending = []
-    return pd.DataFrame(curve, columns=REPLAY_COLUMNS[2:])
+    return _frame(curve, len(items))
 
 
 def replay_per_event(recommender, contexts: np.ndarray, items: np.ndarray, rewards: np.ndarray,
@@ -99,7 +99,12 @@ def replay_per_event(recommender, contexts: np.ndarray, items: np.ndarray, rewar
             recommender.partial_fit(items[taken], rewards[taken], contexts[taken] if contextual else None)
             curve.append(_point(accepted, event + 1, clicks))
             pending = []
-    return pd.DataFrame(curve, columns=REPLAY_COLUMNS[2:])
+    return _frame(curve, len(items))
+
+
+def _frame(curve: list, n_events: int) -> pd.DataFrame:
+    """The curve; a policy never credited with an event gets one row saying so (CTR unknown, interval [0, 1])."""
+    return pd.DataFrame(curve or [(0, n_events, 0, np.nan, 0.0, 1.0)], columns=REPLAY_COLUMNS[2:])
 
 
 def _point(accepted: int, seen: int, clicks: int) -> tuple:

@@ -55,3 +55,15 @@ def test_rejection_sampling_makes_non_uniform_logs_unbiased():
     assert final["low"] <= per_item.mean() <= final["high"]
     naive = propensities @ per_item  # accepting every match: items weighted by how often the logger showed them
     assert not final["low"] <= naive <= final["high"]
+
+
+def test_a_policy_never_credited_says_so():
+    """A log whose items the policy never picks: one row, 0 accepted events, CTR unknown, interval [0, 1]."""
+    rng = np.random.default_rng(2)
+    contexts, items, rewards, propensity = toy_log(rng, 500)
+    recommender = BanditRecommender(LearningPolicy.Random(), top_k=1, seed=1, n_jobs=1)
+    recommender.set_arms([100, 101])  # arms the log never shows
+    recommender.fit([100, 101], [0, 1])
+    curve = replay_with_learning(recommender, contexts, items, rewards, propensity, 10, 0, contextual=False)
+    assert len(curve) == 1 and curve.iloc[0]["accepted"] == 0 and np.isnan(curve.iloc[0]["ctr"])
+    assert (curve.iloc[0]["low"], curve.iloc[0]["high"], curve.iloc[0]["events_seen"]) == (0.0, 1.0, 500)
