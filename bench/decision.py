@@ -14,6 +14,9 @@ as on a user's own logs, while the click model still knows each policy's true va
 - decision: per seed, the pick (or none), the truly best policy, the pick's true shortfall and the stated
   minimum detectable difference; the share of seeds whose pick is within it of the best;
 - calibration of P(best): (policy, seed) cases binned by their P(best), against the share truly best.
+
+Each run's rows are also written as they come (``decision_*_partial.csv``, removed at the end), so a bench
+that is stopped keeps what it measured.  Run it on a copy of the config if you edit the config meanwhile.
 """
 
 from __future__ import annotations
@@ -52,9 +55,16 @@ def run(config_path: str, seeds: list[int], overrides: list[str]) -> tuple[pd.Da
                 rows = outcome.off_policy.merge(truth, on=["policy", "k"]).assign(shop=shop, seed=seed)
                 estimates.append(rows)
                 decisions.append(_decision_row(outcome.decision, truth, shop, seed))
+                _save_partial(estimates, decisions)  # a long bench that stops keeps what it measured
                 print(f"{shop} seed {seed}: {time.perf_counter() - started:.1f} s, pick "
                       f"{outcome.decision['policy']}, truly best {decisions[-1]['truly_best']}", flush=True)
     return pd.concat(estimates, ignore_index=True), pd.DataFrame(decisions)
+
+
+def _save_partial(estimates: list, decisions: list) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    pd.concat(estimates, ignore_index=True).to_csv(RESULTS / "decision_estimates_partial.csv", index=False)
+    pd.DataFrame(decisions).to_csv(RESULTS / "decision_picks_partial.csv", index=False)
 
 
 def _decision_row(decision: dict, truth: pd.DataFrame, shop: str, seed: int) -> dict:
@@ -110,6 +120,8 @@ def main(argv: list[str] | None = None) -> None:
     coverage.to_csv(RESULTS / "decision_coverage.csv", index=False)
     decisions.to_csv(RESULTS / "decision_picks.csv", index=False)
     calibration.to_csv(RESULTS / "decision_calibration.csv", index=False)
+    for partial in ("decision_estimates_partial.csv", "decision_picks_partial.csv"):
+        (RESULTS / partial).unlink(missing_ok=True)
     pd.set_option("display.width", 200)
     print("\nCoverage of 95% intervals (true_ctr@k on the same test events):")
     print(coverage.to_string(index=False, float_format="{:.3f}".format))
