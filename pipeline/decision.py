@@ -28,12 +28,11 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import EvaluationConfig
-from pipeline.evaluation import LOGGING
+from pipeline.evaluation import LOGGING, ORACLE
 from pipeline.offpolicy import OBSERVED
 from pipeline.uncertainty import Z_95
 
 Z_POWER_80 = 0.8416212335729143
-ORACLE = "Oracle"
 
 
 def choose_metric(evaluation: EvaluationConfig, has_truth: bool, has_off_policy: bool, replay_biased: bool

@@ -33,7 +33,7 @@ from pipeline.errors import ConfigError
 from pipeline.features import FoldFeatures
 from pipeline.policies import PolicySpec
 from pipeline.scoring import ScoringInput, recommend_all, scorer_for
-from pipeline.uncertainty import Bootstrap, percentiles, replay_details
+from pipeline.uncertainty import Bootstrap, interval_of, replay_details
 
 SCORE = "score"  # Mab2Rec's name for the recommendation score, and the click column Jurity compares
 ORACLE = "Oracle"
@@ -250,8 +250,8 @@ class GroundTruth:
             per_event = {"true_ctr": (ctr, events), "true_hit_rate": (1 - np.prod(1 - probs[:, :k], axis=1), events),
                          "true_regret": (self.oracle_ctr[k] - ctr[on_oracle_events], self.oracle_events)}
             for name, (values, on) in per_event.items():
-                resampled = bootstrap.ratio_draws(values, np.ones(len(values)), on)
-                interval = (np.nan, np.nan) if resampled is None else percentiles(resampled)
+                resampled = bootstrap.mean_draws(values, on)
+                interval = interval_of(resampled)
                 if name == "true_ctr" and draws is not None and resampled is not None:
                     draws[f"true_ctr@{k}"] = resampled
                 out.append((policy, name, k, fold, float(values.mean()), *interval, len(values)))
@@ -261,11 +261,9 @@ class GroundTruth:
 def logging_truth_rows(truth: GroundTruth, fold: int, bootstrap: Bootstrap, draws: dict) -> pd.DataFrame:
     """``true_ctr`` of the logging policy at every k: ``sum_a p(a | x) r(x, a)`` per event, on the Oracle's events
     (it shows one item per event, so its top-k value is that of one item)."""
-    events = truth.event_table.iloc[truth.oracle_rows]
-    values = np.concatenate([(truth.model.probabilities(part) * truth.model.logging_probabilities(part)).sum(axis=1)
-                             for part in (events.iloc[start:start + 2048] for start in range(0, len(events), 2048))])
-    resampled = bootstrap.ratio_draws(values, np.ones(len(values)), truth.oracle_events)
-    interval = (np.nan, np.nan) if resampled is None else percentiles(resampled)
+    values = truth.model.logged_value(truth.event_table.iloc[truth.oracle_rows])
+    resampled = bootstrap.mean_draws(values, truth.oracle_events)
+    interval = interval_of(resampled)
     rows = []
     for k in truth.k_values:
         if resampled is not None:

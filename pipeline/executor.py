@@ -46,9 +46,9 @@ from pipeline.errors import ConfigError
 from pipeline.evaluation import GroundTruth, run_policy
 from pipeline.features import FoldFeatures
 from pipeline.offpolicy import LoggedTestEvents, policy_estimates, target_terms
-from pipeline.scoring import ScoringInput
 from pipeline.policies import PolicySpec
 from pipeline.replay import REPLAY_COLUMNS, replay_with_learning
+from pipeline.scoring import ScoringInput
 from pipeline.timing import StageTimer
 from pipeline.uncertainty import Bootstrap
 
@@ -70,7 +70,6 @@ class FoldContext:
     truth: GroundTruth | None = None
     logged: LoggedTestEvents | None = None  # the test events as the off-policy estimators need them, or None
     replay_order: object = None  # test rows in time order (replay with learning), or None
-    replay_propensity: object = None  # their logging propensities (ones: assumed uniform)
 
     def beyond_accuracy(self, recommendations: pd.DataFrame, policy: str) -> pd.DataFrame:
         """Diversity, coverage and novelty rows of one policy's lists on this fold."""
@@ -128,8 +127,10 @@ def replay_for(context: FoldContext, spec: PolicySpec, recommender) -> pd.DataFr
     test = context.features.test.iloc[context.replay_order]
     contextual = recommender.mab.is_contextual
     contexts = context.features.context_matrix(test[CONTEXT_ID].to_numpy()) if contextual else np.zeros((len(test), 0))
+    # Without logged propensities the log is taken as uniform (the runner says so in a note).
+    propensity = context.logged.propensity if context.logged is not None else np.ones(len(context.features.test))
     curve = replay_with_learning(recommender, contexts, test[ITEM_ID].to_numpy(), test[RESPONSE].to_numpy(),
-                                 np.asarray(context.replay_propensity)[context.replay_order],
+                                 propensity[context.replay_order],
                                  context.evaluation.replay.batch_size, context.seed, contextual)
     return curve.assign(policy=spec.name, fold=context.fold)[REPLAY_COLUMNS]
 

@@ -31,7 +31,7 @@ from pipeline.errors import ConfigError
 from pipeline.features import fold_features, item_featurizer, item_vectors
 from pipeline.offpolicy import (CrossFittedRewardModel, LoggedTestEvents, logging_policy_estimates, policy_estimates,
                                 summarise_against_truth)
-from pipeline.offpolicy.external import external_target_terms, load_external_policy
+from pipeline.offpolicy.external import external_target_terms, first_row_event, load_external_policy
 from pipeline.offpolicy.logging_model import LoggingPolicyModel
 from pipeline.report import fold_summary, leaderboard, seed_summary
 from pipeline.rundir import RunDirectory
@@ -114,9 +114,8 @@ def run_pipeline(config: PipelineConfig, progress: bool = True) -> RunOutcome:
         bar.close()
 
         with timer.stage("write"):
-            metrics, summary, simulation = _write_tables(run_dir, tables, config)
-            decision = _write_decision(run_dir, tables, config, metrics)
-            off_policy = pd.concat(tables.off_policy, ignore_index=True) if tables.off_policy else None
+            metrics, off_policy, summary, simulation = _write_tables(run_dir, tables, config)
+            decision = _write_decision(run_dir, tables, config, metrics, off_policy)
             table = leaderboard(metrics, config.evaluation.leaderboard_k, off_policy, decision.get("metric"),
                                 leaderboard_estimators(config))
             run_dir.write_table("leaderboard", table.reset_index())
@@ -142,12 +141,12 @@ def run_pipeline(config: PipelineConfig, progress: bool = True) -> RunOutcome:
                       replay)
 
 
-def _write_decision(run_dir: RunDirectory, tables: _Tables, config: PipelineConfig, metrics: pd.DataFrame) -> dict:
+def _write_decision(run_dir: RunDirectory, tables: _Tables, config: PipelineConfig, metrics: pd.DataFrame,
+                    off_policy: pd.DataFrame | None) -> dict:
     """``decision.json`` (the pick, or null and why) and ``decision.csv`` (one row per policy); see decision.py."""
     draws = pd.concat(tables.draws, ignore_index=True) if tables.draws else pd.DataFrame(
         columns=["seed", "fold", "policy", "label", "resample", "value"])
     run_dir.write_table("draws", draws, csv=False)
-    off_policy = pd.concat(tables.off_policy, ignore_index=True) if tables.off_policy else None
     label, kind, metric_reason = choose_metric(config.evaluation, "true_ctr" in set(metrics["metric"]),
                                                off_policy is not None, tables.replay_biased)
     n_test = int(pd.DataFrame(tables.folds).groupby("seed")["n_test"].sum().mean())
@@ -179,7 +178,7 @@ def _write_tables(run_dir: RunDirectory, tables: _Tables, config: PipelineConfig
     run_dir.write_table("fold_summary", fold_summary(metrics))
     tables.recommendations.close(run_dir)
     run_dir.write_table("test_contexts", pd.concat(tables.test_contexts, ignore_index=True), csv=False)
-    summary = None
+    summary = estimates = None
     if tables.off_policy:
         estimates = _with_seed_first(pd.concat(tables.off_policy, ignore_index=True))
         run_dir.write_table("off_policy", estimates)
@@ -201,7 +200,7 @@ def _write_tables(run_dir: RunDirectory, tables: _Tables, config: PipelineConfig
         run_dir.write_table("safeguards", pd.DataFrame(tables.diagnostics,
                                                        columns=["seed", "policy", "fold", "counter", "count"]))
     run_dir.write_json("versions.json", library_versions())
-    return metrics, summary, simulation
+    return metrics, estimates, summary, simulation
 
 
 def _run_seed(config: PipelineConfig, policies, run_dir: RunDirectory, timer: StageTimer, bar, tables: _Tables,
@@ -309,7 +308,10 @@ def _run_seed(config: PipelineConfig, policies, run_dir: RunDirectory, timer: St
                     tables.add_draws(draws, seed, fold.index, name)
         context.bootstrap.release()  # the tasks draw their own copy of the weights from the seed
         if config.evaluation.replay.enabled:
-            context.replay_order, context.replay_propensity = _replay_inputs(dataset, fold, context, tables)
+            context.replay_order = _replay_order(dataset, fold.test_rows)
+            if context.logged is None:
+                tables.note("replay with learning assumes the log was collected uniformly at random (Li et al. "
+                            "2011): the data has no propensities to correct for anything else")
         started = time.perf_counter()
         context = executor.share(context, len(policies))
         del features  # the shared context holds them now
@@ -347,21 +349,11 @@ def _test_propensities(dataset, features, fold, seed: int, tables: _Tables) -> n
     return model.propensity(features.test[CONTEXT_ID].to_numpy(), features.test[ITEM_ID].to_numpy())
 
 
-def _replay_inputs(dataset, fold, context: FoldContext, tables: _Tables) -> tuple[np.ndarray, np.ndarray]:
-    """The fold's test rows in time order and their propensities (ones, said in a note, when none are logged)."""
-    rows = fold.test_rows
-    order = (np.argsort(dataset.interactions[TIMESTAMP].to_numpy()[rows], kind="stable") if dataset.has_timestamp
-             else np.arange(len(rows)))
-    if context.logged is not None:
-        return order, context.logged.propensity
-    tables.note("replay with learning assumes the log was collected uniformly at random (Li et al. 2011): the data "
-                "has no propensities to correct for anything else")
-    return order, np.ones(len(rows))
-
-
-def first_row_event(dataset) -> int:
-    """The event id of row 1 of the file users count rows in (the test file when train and test are separate)."""
-    return 0 if dataset.test_mask is None else int((~dataset.test_mask).sum())
+def _replay_order(dataset, rows: np.ndarray) -> np.ndarray:
+    """Positions of the fold's test rows in time order (file order without timestamps)."""
+    if not dataset.has_timestamp:
+        return np.arange(len(rows))
+    return np.argsort(dataset.interactions[TIMESTAMP].to_numpy()[rows], kind="stable")
 
 
 def leaderboard_estimators(config: PipelineConfig) -> tuple[str, ...]:

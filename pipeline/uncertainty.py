@@ -97,8 +97,11 @@ class Bootstrap:
 
     def ratio(self, numerators: np.ndarray, denominators: np.ndarray, contexts) -> tuple[float, float]:
         """Interval of ``sum(numerators) / sum(denominators)`` over contexts."""
-        draws = self.ratio_draws(numerators, denominators, contexts)
-        return (np.nan, np.nan) if draws is None else percentiles(draws)
+        return interval_of(self.ratio_draws(numerators, denominators, contexts))
+
+    def mean_draws(self, values: np.ndarray, contexts) -> np.ndarray | None:
+        """The mean of per-context ``values`` on every resample (see ``ratio_draws``)."""
+        return self.ratio_draws(values, np.ones(len(values)), contexts)
 
     def ratio_draws(self, numerators: np.ndarray, denominators: np.ndarray, contexts) -> np.ndarray | None:
         """``sum(numerators) / sum(denominators)`` on every resample (None without resamples or rows).
@@ -160,6 +163,11 @@ def honest_interval(name: str, value: float, bootstrap_interval: tuple[float, fl
     if np.isnan(low):
         return floor_low, floor_high
     return min(low, floor_low), max(high, floor_high)
+
+
+def interval_of(draws: np.ndarray | None) -> tuple[float, float]:
+    """The 95% percentile interval of bootstrap draws (n/a without draws)."""
+    return (np.nan, np.nan) if draws is None else percentiles(draws)
 
 
 def percentiles(estimates: np.ndarray) -> tuple[float, float]:
@@ -257,7 +265,7 @@ def replay_details(actual: pd.DataFrame, recommendations: pd.DataFrame, metrics:
             if name == "CTR":
                 resampled = bootstrap.ratio_draws(part["clicks"].to_numpy(), part["matched"].to_numpy(),
                                                   part[CONTEXT_ID])
-                interval = (np.nan, np.nan) if resampled is None else percentiles(resampled)
+                interval = interval_of(resampled)
                 support = int(part["matched"].sum())
                 if draws is not None and resampled is not None:
                     draws[f"CTR@{k}"] = resampled

@@ -85,3 +85,25 @@ def test_effect_weights_switch_terms_on_and_off():
     with_context = generate(SyntheticConfig(n_users=100, n_items=30, n_events=500), seed=1)
     spread = with_context.click_model.probabilities(with_context.interactions).std(axis=0).mean()
     assert spread > 0.01
+
+
+def test_softmax_logging_stores_the_propensity_of_the_shown_item_and_its_truth():
+    """The logger's distribution sums to 1 per event, its minimum is the uniform share over n, each stored
+    propensity is that distribution at the shown item, and the logging policy's true value is the sum of its
+    probabilities times the click probabilities (recomputed here from the two tables)."""
+    import numpy as np
+
+    from pipeline.config import SyntheticConfig
+    from pipeline.data.synthetic import generate
+
+    data = generate(SyntheticConfig(n_users=100, n_items=20, n_events=400, logging="softmax",
+                                    logging_temperature=0.5, logging_uniform_share=0.2), 3)
+    events, model = data.interactions, data.click_model
+    logger = model.logging_probabilities(events)
+    assert np.allclose(logger.sum(axis=1), 1) and logger.min() >= 0.2 / 20 - 1e-12
+    shown = model.item_positions(events["item_id"].to_numpy())
+    assert np.allclose(events["propensity"].to_numpy(), logger[np.arange(len(events)), shown])
+    assert events["propensity"].std() > 0.01  # really not uniform
+    assert np.allclose(model.logged_value(events), (logger * model.probabilities(events)).sum(axis=1))
+    uniform = generate(SyntheticConfig(n_users=100, n_items=20, n_events=400), 3).click_model
+    assert np.allclose(uniform.logged_value(events), uniform.probabilities(events).mean(axis=1))

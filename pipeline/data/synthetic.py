@@ -277,18 +277,32 @@ class ClickModel:
         model's true logit, a fixed per-item error ``e_a ~ N(0, noise^2)`` (the logger's mistaken view of each
         item), temperature ``T`` and uniform share ``eps`` (every item keeps a propensity of at least eps / n).
         """
-        n_items = len(self.item_ids)
-        if len(self.logger) == 0:
-            return np.full((len(events), n_items), 1.0 / n_items)
-        temperature, uniform, error = self.logger[0], self.logger[1], self.logger[2:]
         ev = self.event_arrays(events)
-        out = np.empty((len(events), n_items))
+        out = np.empty((len(events), len(self.item_ids)))
         for start in range(0, len(events), chunk_size):
             rows = np.arange(start, min(start + chunk_size, len(events)))
-            logits = (self._grid_logits(ev, rows) + error[None, :]) / temperature
-            softmax = np.exp(logits - logits.max(axis=1, keepdims=True))
-            out[rows] = uniform / n_items + (1 - uniform) * softmax / softmax.sum(axis=1, keepdims=True)
+            out[rows] = self._logger(self._grid_logits(ev, rows))
         return out
+
+    def logged_value(self, events: pd.DataFrame, chunk_size: int = 512) -> np.ndarray:
+        """The logging policy's true value per event, ``sum_a p(a | x) P(click | x, a)`` (one logit grid for both)."""
+        ev = self.event_arrays(events)
+        out = np.empty(len(events))
+        for start in range(0, len(events), chunk_size):
+            rows = np.arange(start, min(start + chunk_size, len(events)))
+            logits = self._grid_logits(ev, rows)
+            out[rows] = (self._logger(logits) * _sigmoid(logits)).sum(axis=1)
+        return out
+
+    def _logger(self, logits: np.ndarray) -> np.ndarray:
+        """The logging policy's distribution over the items, from the true logits of a block of events."""
+        n_items = logits.shape[1]
+        if len(self.logger) == 0:
+            return np.full(logits.shape, 1.0 / n_items)
+        temperature, uniform, error = self.logger[0], self.logger[1], self.logger[2:]
+        scaled = (logits + error[None, :]) / temperature
+        softmax = np.exp(scaled - scaled.max(axis=1, keepdims=True))
+        return uniform / n_items + (1 - uniform) * softmax / softmax.sum(axis=1, keepdims=True)
 
     def item_positions(self, item_ids: np.ndarray) -> np.ndarray:
         positions = np.searchsorted(self.item_ids, item_ids)

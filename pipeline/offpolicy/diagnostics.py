@@ -26,7 +26,7 @@ from pipeline.offpolicy.estimators import LoggedFeedback
 def overlap(data: LoggedFeedback, unsupported: np.ndarray, config: OffPolicyConfig) -> dict:
     weight = data.weight
     total = float(weight.sum())
-    effective = total ** 2 / float(weight @ weight) if total > 0 else 0.0
+    effective = data.effective_sample_size
     largest = float(weight.max()) if len(weight) else 0.0
     share = largest / total if total > 0 else 1.0
     unsupported_share = float(unsupported.mean()) if len(unsupported) else 0.0

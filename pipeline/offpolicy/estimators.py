@@ -39,6 +39,13 @@ class LoggedFeedback:
     def weight(self) -> np.ndarray:
         return self.target / self.propensity
 
+    @property
+    def effective_sample_size(self) -> float:
+        """Kish's ``(sum w)^2 / sum w^2``: the equally weighted events the weights are worth (0 without any)."""
+        weight = self.weight
+        total = float(weight.sum())
+        return total ** 2 / float(weight @ weight) if total > 0 else 0.0
+
 
 class Estimator:
     """``value = combine(sum_e columns_e)``; subclasses give the formula."""

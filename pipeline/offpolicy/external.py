@@ -48,7 +48,7 @@ def load_external_policy(name: str, config: ExternalPolicyConfig, dataset: Datas
         raise DataError(f"{key}: column {value_column!r} of {config.file} must hold {what}; {row_label(bad.index[0])} "
                         f"holds {bad[value_column].iloc[0]!r} ({len(bad)} such row(s))")
     rows = pd.to_numeric(frame["row"], errors="coerce")
-    offset = 0 if dataset.test_mask is None else int((~dataset.test_mask).sum())  # rows of the test file
+    offset = first_row_event(dataset)
     n_rows = len(dataset.interactions) - offset
     wrong = frame[rows.isna() | (rows < 1) | (rows > n_rows) | (rows % 1 != 0)]
     if len(wrong):
@@ -77,6 +77,11 @@ def load_external_policy(name: str, config: ExternalPolicyConfig, dataset: Datas
         raise DataError(f"{key}: the probabilities of an event's slot must sum to 1; those of row {row} (position "
                         f"{position}) sum to {off.iloc[0]:.6g} ({len(off)} such (row, position) pair(s))")
     return out[[EVENT_ID, ITEM_ID, "position", "probability"]]
+
+
+def first_row_event(dataset: Dataset) -> int:
+    """The event id of row 1 of the file users count rows in (the test file when train and test are separate)."""
+    return 0 if dataset.test_mask is None else int((~dataset.test_mask).sum())
 
 
 def _probabilities(frame: pd.DataFrame, config: ExternalPolicyConfig) -> np.ndarray:

@@ -70,11 +70,8 @@ def modelled_variance(data: LoggedFeedback, uses_reward_model: bool) -> float:
     """Per-event variance implied by the logging propensities (the module docstring's ``v_IPS`` / ``v_DR``)."""
     weight = data.weight
     total = weight.sum()
-    if total > 0:
-        effective = total ** 2 / float(weight @ weight)
-        rate = float(weight @ data.reward / total)
-    else:
-        effective, rate = 0.0, 0.0
+    effective = data.effective_sample_size
+    rate = float(weight @ data.reward / total) if total > 0 else 0.0
     q = (rate * effective + Z_95 ** 2 / 2) / (effective + Z_95 ** 2)
     u = max(float(np.mean(data.square_norm / data.propensity)), float(np.mean(weight ** 2)))
     if not uses_reward_model:
@@ -94,8 +91,7 @@ def estimate(estimator: Estimator, data: LoggedFeedback, bootstrap: Bootstrap | 
     floor = np.sqrt(max(modelled_variance(data, estimator.uses_reward_model), 0.0) / n_events)
     se = float(np.nanmax([delta_method_se(sums, estimator.combine), floor]))
     if estimator.self_normalised and not estimator.uses_reward_model:  # SNIPS
-        weight = data.weight
-        effective = weight.sum() ** 2 / float(weight @ weight)
+        effective = data.effective_sample_size
         low, high = wilson(value * effective, effective)
         se = max(se, (high - low) / (2 * Z_95))
     else:
