@@ -355,6 +355,8 @@ def test_an_external_policy_file_is_evaluated_like_the_same_policy_run_here(byo_
     (lambda f: f.drop(columns="probability"), "has no column 'probability'"),
     (lambda f: f.assign(probability=f["probability"] * 2), "must sum to 1"),
     (lambda f: f.assign(row=f["row"] + 10_000), "must name data rows 1 to"),
+    (lambda f: f.assign(probability=f["probability"].where(f.index != 3)), "row 4 holds an empty cell"),
+    (lambda f: f.assign(row=f["row"].astype(float).where(f.index != 5, 2.5)), "row 6 holds 2.5"),
     (lambda f: f.assign(item_id=f["item_id"].where(f.index != 3, 999_999)), "not in the catalog"),
     (lambda f: f[f["row"] != f["row"].max()], "gives no probabilities for"),  # the last row is a test event
 ])

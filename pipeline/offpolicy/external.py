@@ -46,14 +46,15 @@ def load_external_policy(name: str, config: ExternalPolicyConfig, dataset: Datas
     if len(bad):
         what = "probabilities in [0, 1]" if value_column == "probability" else "finite numbers"
         raise DataError(f"{key}: column {value_column!r} of {config.file} must hold {what}; {row_label(bad.index[0])} "
-                        f"holds {bad[value_column].iloc[0]!r} ({len(bad)} such row(s))")
+                        f"holds {_shown(bad[value_column].iloc[0])} ({len(bad)} such row(s))")
     rows = pd.to_numeric(frame["row"], errors="coerce")
     offset = first_row_event(dataset)
     n_rows = len(dataset.interactions) - offset
     wrong = frame[rows.isna() | (rows < 1) | (rows > n_rows) | (rows % 1 != 0)]
     if len(wrong):
         raise DataError(f"{key}: column 'row' of {config.file} must name data rows 1 to {n_rows} of "
-                        f"{dataset.source('interactions')}; {row_label(wrong.index[0])} holds {wrong['row'].iloc[0]!r}")
+                        f"{dataset.source('interactions')}; {row_label(wrong.index[0])} holds "
+                        f"{_shown(wrong['row'].iloc[0])}")
     items = frame[item_column]
     catalog = (dataset.items if dataset.items is not None else dataset.interactions)[ITEM_ID]
     unknown = items[~items.isin(catalog)]
@@ -77,6 +78,11 @@ def load_external_policy(name: str, config: ExternalPolicyConfig, dataset: Datas
         raise DataError(f"{key}: the probabilities of an event's slot must sum to 1; those of row {row} (position "
                         f"{position}) sum to {off.iloc[0]:.6g} ({len(off)} such (row, position) pair(s))")
     return out[[EVENT_ID, ITEM_ID, "position", "probability"]]
+
+
+def _shown(value) -> str:
+    """A cell's value for a message: plain (``2.5``, not ``np.float64(2.5)``), or that the cell is empty."""
+    return "an empty cell" if pd.isna(value) else examples([value])
 
 
 def first_row_event(dataset: Dataset) -> int:
@@ -104,9 +110,9 @@ def external_target_terms(probabilities: pd.DataFrame, test: pd.DataFrame, ks: l
     rows = probabilities[probabilities[EVENT_ID].isin(test[EVENT_ID])]
     missing = test.loc[~test[EVENT_ID].isin(rows[EVENT_ID]), EVENT_ID]
     if len(missing):
-        raise DataError(f"evaluation.external_policies.{name}.file: {source} gives no probabilities for {len(missing)} "
-                        f"of the {len(test)} test events of this fold, e.g. rows {examples(missing + 1 - first_row_event)}; "
-                        "every test event needs its action probabilities")
+        raise DataError(f"evaluation.external_policies.{name}.file: {source} gives no probabilities for "
+                        f"{len(missing)} of the {len(test)} test events of this fold, e.g. rows "
+                        f"{examples(missing + 1 - first_row_event)}; every test event needs its action probabilities")
     context_of = pd.Series(test[CONTEXT_ID].to_numpy(), index=test[EVENT_ID].to_numpy())
     out = {}
     for k in ks:
@@ -121,5 +127,6 @@ def external_target_terms(probabilities: pd.DataFrame, test: pd.DataFrame, ks: l
         at_logged = test[[EVENT_ID, ITEM_ID]].merge(mu[[EVENT_ID, ITEM_ID, "mu"]], on=[EVENT_ID, ITEM_ID], how="left")
         events = per_event.reindex(test[EVENT_ID].to_numpy())
         out[k] = TargetTerms(k, at_logged["mu"].fillna(0.0).to_numpy(), events["direct"].to_numpy(),
-                             events["square"].to_numpy(), events["off"].to_numpy(), f"action probabilities from {source}")
+                             events["square"].to_numpy(), events["off"].to_numpy(),
+                             f"action probabilities from {source}")
     return out
