@@ -16,6 +16,7 @@ from dashboard.views.common import ORACLE, metric_summary, url_selectbox, with_i
 from pipeline.beyond_accuracy import NAMES as BEYOND_ACCURACY
 from pipeline.config import METRIC_NAMES
 from pipeline.decision import pooled_draws, with_logging_draws
+from pipeline.offpolicy import OBSERVED
 from pipeline.report import leaderboard
 
 TITLE = "Leaderboard"
@@ -72,14 +73,14 @@ def render(run: Run, runs: list[Run]) -> None:
 
 def _cells(values: pd.DataFrame, summary: pd.DataFrame, off_policy: pd.DataFrame | None, k: int) -> pd.DataFrame:
     """Each value with its interval: metrics from the metric summary, off-policy estimates from their rows."""
-    intervals = {f"{r.metric}@{r.k}": {} for r in summary.itertuples()}
+    intervals = {}
     for r in summary.itertuples():
-        intervals[f"{r.metric}@{r.k}"][r.policy] = (r.value, r.low, r.high)
+        intervals.setdefault(f"{r.metric}@{r.k}", {})[r.policy] = (r.value, r.low, r.high)
     if off_policy is not None:
         at_k = off_policy[off_policy["k"] == k]
         for (policy, name), group in at_k.groupby(["policy", "estimator"]):
             label = f"{name}@{k}"
-            columns = [label] if name != "observed" else [c for c in values.columns if c.split("@")[0] in
+            columns = [label] if name != OBSERVED else [c for c in values.columns if c.split("@")[0] in
                                                           set(at_k["estimator"])]
             for column in columns:
                 unreliable = "" if group["reliable"].all() else " !"
