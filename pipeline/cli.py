@@ -178,6 +178,7 @@ def with_set_origin(message: str, overrides: list[str]) -> str:
 
 
 def run(config, quiet: bool) -> int:
+    from pipeline.offpolicy import OBSERVED, OBSERVED_SLATE, SLATE_ESTIMATORS
     from pipeline.report import format_decision, format_leaderboard, format_off_policy
     from pipeline.runner import run_pipeline
 
@@ -193,7 +194,13 @@ def run(config, quiet: bool) -> int:
     print(format_leaderboard(outcome.leaderboard))
     if outcome.off_policy is not None:
         print(f"\nOff-policy estimates at k={k} with 95% intervals and overlap (off_policy.csv; '!' = unreliable):")
-        print(format_off_policy(outcome.off_policy, k, config.evaluation.decision.estimator))
+        print(format_off_policy(outcome.off_policy, k, [config.evaluation.decision.estimator, "SNIPS", OBSERVED]))
+        slates = outcome.off_policy[outcome.off_policy["estimator"] == OBSERVED_SLATE]
+        if len(slates):
+            slots = int(slates["k"].iloc[0])
+            print(f"\nSlate estimates: click rate per slot of each policy's top-{slots} list in the log's {slots}-slot "
+                  "impressions (off_policy.csv):")
+            print(format_off_policy(outcome.off_policy, slots, [*SLATE_ESTIMATORS, OBSERVED_SLATE]))
     if outcome.off_policy_summary is not None:
         overall = outcome.off_policy_summary.query("policy == 'ALL'").set_index(["k", "estimator"])
         print("\nOff-policy estimates against the truth (true_ctr@k) over all (policy, seed, fold) cases "

@@ -74,6 +74,15 @@ class ColumnNames(Strict):
     propensity: str = Field("propensity", description="optional column; used when present; 'estimate' fits the "
                                                       "logging policy on the training rows instead")
     timestamp: str = Field("timestamp", description="optional column; needed by split.method=temporal")
+    position: str = Field("position", description="optional column: the slot (1 = top) of a row when an impression "
+                                                  "shows several items; enables the slate estimators")
+    slate_id: str = Field("slate_id", description="optional column: groups the rows of one impression (with "
+                                                  "position); enables SIPS, RIPS and PI")
+    slate_propensity: str = Field("slate_propensity", description="optional column: the logging policy's "
+                                                                  "probability of the whole slate (SIPS)")
+    cascade_propensity: str = Field("cascade_propensity", description="optional column: the logging policy's "
+                                                                      "probability of the slate's slots 1..position "
+                                                                      "(RIPS)")
 
     @model_validator(mode="after")
     def _distinct_columns(self) -> "ColumnNames":
@@ -274,6 +283,9 @@ class DecisionConfig(Strict):
                             "value, else replay CTR (flagged, and refused under non-uniform logging)")
     estimator: Literal["IPS", "SNIPS", "DR", "SNDR", "SwitchDR"] = Field(
         "DR", description="the off-policy estimator the decision uses")
+    slate_estimator: Literal["IIPS", "SN-IIPS", "SIPS", "SN-SIPS", "RIPS", "SN-RIPS", "PI"] = Field(
+        "IIPS", description="the estimator the decision uses on a slate log (a position column): the slate's "
+                            "click rate per slot")
     baseline: str | None = Field("Logging", description="policy every candidate is compared with; Logging is the "
                                                         "policy that wrote the log (null: none)")
 

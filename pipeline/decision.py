@@ -2,8 +2,9 @@
 
 **Metric** (``evaluation.decision.metric``, ``auto`` by default), always the value of the top-k list at
 ``k = leaderboard_k``: the true value (``true_ctr@k``) where a click model exists; else the chosen off-policy
-estimate of it (``DR@k`` by default; unbiased under the log's propensities); else replay ``CTR@k``, which is
-unbiased only under uniform logging and is refused when the propensities vary.
+estimate of it (``DR@k`` by default; unbiased under the log's propensities), or on a slate log (a ``position``
+column) the slate estimate of the click rate per slot (``IIPS@L`` by default, ``L`` slots); else replay
+``CTR@k``, which is unbiased only under uniform logging and is refused when the propensities vary.
 
 **Paired differences.** All policies of a fold are resampled with the same Poisson weights over the test
 contexts, so ``draw_r(A) - draw_r(B)`` is a draw of their difference; draws are averaged over folds and
@@ -29,20 +30,27 @@ import pandas as pd
 
 from pipeline.config import EvaluationConfig
 from pipeline.evaluation import LOGGING, ORACLE
-from pipeline.offpolicy import OBSERVED
+from pipeline.offpolicy import OBSERVED, OBSERVED_SLATE, SLATE_ESTIMATORS
 from pipeline.uncertainty import Z_95
 
 Z_POWER_80 = 0.8416212335729143
 
 
-def choose_metric(evaluation: EvaluationConfig, has_truth: bool, has_off_policy: bool, replay_biased: bool
-                  ) -> tuple[str | None, str | None, str]:
-    """(label, kind, why) of the metric the decision rests on; label None when none is usable."""
+def choose_metric(evaluation: EvaluationConfig, has_truth: bool, has_off_policy: bool, replay_biased: bool,
+                  slate_size: int | None = None) -> tuple[str | None, str | None, str]:
+    """(label, kind, why) of the metric the decision rests on; label None when none is usable.  ``slate_size``:
+    the slots per impression of a slate log with slate estimates (their estimand is then the decision's)."""
     wanted, k = evaluation.decision.metric, evaluation.leaderboard_k
     estimator = evaluation.decision.estimator
     if wanted in ("auto", "truth") and has_truth:
         return f"true_ctr@{k}", "truth", (f"the true value of each policy's top-{k} list (true_ctr@{k}), from the "
                                           "synthetic click model")
+    if wanted in ("auto", "off_policy") and has_off_policy and slate_size is not None:
+        name = evaluation.decision.slate_estimator
+        return f"{name}@{slate_size}", "off_policy", (
+            f"the {name} estimate of each policy's click rate per slot when its top-{slate_size} list fills the "
+            f"log's {slate_size}-slot impressions (a slate log: clicks depend on the slot, so the slate estimators' "
+            "value, not the one-item list value, is what the policy would earn there)")
     if wanted in ("auto", "off_policy") and has_off_policy:
         return f"{estimator}@{k}", "off_policy", (
             f"the {estimator} estimate of each policy's top-{k} list value from the logged propensities (unbiased "
@@ -63,7 +71,8 @@ def with_logging_draws(draws: pd.DataFrame, label: str) -> pd.DataFrame:
     an estimate (the logging policy's value on its own log is observed, not estimated)."""
     if label.startswith("true_"):
         return draws[draws["label"] == label]
-    observed = (draws["policy"] == LOGGING) & (draws["label"] == f"{OBSERVED}@{label.rpartition('@')[2]}")
+    name, _, k = label.rpartition("@")
+    observed = (draws["policy"] == LOGGING) & (draws["label"] == f"{_observed_name(name)}@{k}")
     return pd.concat([draws[(draws["label"] == label) & (draws["policy"] != LOGGING)],
                       draws[observed].assign(label=label)], ignore_index=True)
 
@@ -133,10 +142,11 @@ def decide(values: pd.Series, draws: pd.DataFrame, label: str, kind: str, metric
 
     contenders = table[table["contender"]]
     if len(contenders) == len(table):
+        detectable = (f"the smallest difference this run can detect is {mde:.4f}" if mde < 1 else
+                      f"no difference within the metric's range can be detected (the smallest detectable is {mde:.2f})")
         reason = (f"no decision: no policy's {label} is significantly different from the leader "
                   f"{candidates[leader]}'s (all {len(table)} 95% paired intervals of the difference contain 0). "
-                  f"At {n_test_events:,} test events the smallest difference this run can detect is {mde:.4f}; the "
-                  f"top two differ by {gap:.4f}")
+                  f"At {n_test_events:,} test events {detectable}; the top two differ by {gap:.4f}")
         if sizing["events_to_separate_top_two"]:
             reason += (f", which would take about {sizing['events_to_separate_top_two']:,} logged test events, or an "
                        f"A/B test with {sizing['ab_users_per_arm_to_separate_top_two']:,} users per arm")
@@ -165,6 +175,11 @@ def _k_of(label: str) -> int | None:
     return int(tail) if tail.isdigit() else None
 
 
+def _observed_name(estimator: str) -> str:
+    """The logging policy's row standing in for ``estimator``: its observed rate per slot on a slate log."""
+    return OBSERVED_SLATE if estimator in SLATE_ESTIMATORS else OBSERVED
+
+
 def _records(table: pd.DataFrame) -> list[dict]:
     return [{key: (None if isinstance(value, float) and not np.isfinite(value) else value)
              for key, value in row.items()} for row in table.to_dict("records")]
@@ -178,7 +193,7 @@ def decision_values(label: str, kind: str, metrics: pd.DataFrame, off_policy: pd
     (the ``observed`` rows) and its true value for truth decisions (a ``true_ctr`` row)."""
     name, _, k = label.rpartition("@")
     if kind == "off_policy":
-        rows = off_policy[(off_policy["k"] == int(k)) & (off_policy["estimator"].isin([name, OBSERVED]))]
+        rows = off_policy[(off_policy["k"] == int(k)) & (off_policy["estimator"].isin([name, _observed_name(name)]))]
         return rows.groupby("policy")["value"].mean(), rows.groupby("policy")["reliable"].all()
     values = metrics[(metrics["metric"] == name) & (metrics["k"] == int(k))].groupby("policy")["value"].mean()
     if kind == "replay" and off_policy is not None:

@@ -45,7 +45,8 @@ from pipeline.data.dataset import CONTEXT_ID, ITEM_ID, RESPONSE
 from pipeline.errors import ConfigError
 from pipeline.evaluation import GroundTruth, run_policy
 from pipeline.features import FoldFeatures
-from pipeline.offpolicy import LoggedTestEvents, policy_estimates, target_terms
+from pipeline.offpolicy import (SLATE_ESTIMATORS, LoggedSlates, LoggedTestEvents, OBSERVED_SLATE, policy_estimates,
+                                slate_estimates, slate_target_terms, target_terms)
 from pipeline.policies import PolicySpec
 from pipeline.replay import REPLAY_COLUMNS, replay_with_learning
 from pipeline.scoring import ScoringInput
@@ -69,6 +70,7 @@ class FoldContext:
     n_items: int
     truth: GroundTruth | None = None
     logged: LoggedTestEvents | None = None  # the test events as the off-policy estimators need them, or None
+    slates: LoggedSlates | None = None  # the same rows as the slate estimators need them (slate logs), or None
     replay_order: object = None  # test rows in time order (replay with learning), or None
 
     def beyond_accuracy(self, recommendations: pd.DataFrame, policy: str) -> pd.DataFrame:
@@ -144,8 +146,15 @@ def off_policy_for(context: FoldContext, spec: PolicySpec, result) -> tuple[pd.D
                            decision_ks(evaluation), context.logged.reward_model, context.logged.logged_items,
                            evaluation.off_policy.action_samples, context.seed,
                            stochastic_without_scorer=spec.is_sampling)
-    return policy_estimates(targets, context.logged, evaluation.off_policy, context.n_items, context.bootstrap,
-                            spec.name, context.fold)
+    rows, draws = policy_estimates(targets, context.logged, evaluation.off_policy, context.n_items, context.bootstrap,
+                                   spec.name, context.fold)
+    if context.slates is None:
+        return rows, draws
+    terms = slate_target_terms(result.recommendations, result.scorer, inputs, context.slates,
+                               evaluation.off_policy.action_samples, context.seed, spec.is_sampling)
+    slate_rows, slate_draws = slate_estimates(terms, context.slates, evaluation.off_policy, context.bootstrap,
+                                              spec.name, context.fold)
+    return pd.concat([rows, slate_rows], ignore_index=True), {**draws, **slate_draws}
 
 
 def decision_ks(evaluation: EvaluationConfig) -> list[int]:
@@ -154,9 +163,12 @@ def decision_ks(evaluation: EvaluationConfig) -> list[int]:
 
 
 def decision_draws(draws: dict[str, np.ndarray], evaluation: EvaluationConfig) -> dict[str, np.ndarray]:
-    """The draws the decision can use (at k = 1 and leaderboard_k), as float32 to keep the run small."""
+    """The draws the decision can use (at k = 1 and leaderboard_k, and the slate estimates), as float32 to keep
+    the run small."""
     ks = {str(k) for k in decision_ks(evaluation)}
-    return {label: values.astype(np.float32) for label, values in draws.items() if label.rpartition("@")[2] in ks}
+    slate = {*SLATE_ESTIMATORS, OBSERVED_SLATE}
+    return {label: values.astype(np.float32) for label, values in draws.items()
+            if label.rpartition("@")[2] in ks or label.rpartition("@")[0] in slate}
 
 
 @contextmanager

@@ -232,10 +232,11 @@ def context_frame(dataset: Dataset, rows: np.ndarray) -> pd.DataFrame:
         keys = logged[[USER_ID]].drop_duplicates()
         frame = keys if dataset.users is None else keys.merge(dataset.users, on=USER_ID, how="left")
         return frame.rename(columns={USER_ID: CONTEXT_ID}).reset_index(drop=True)
-    frame = logged[[EVENT_ID, USER_ID, *dataset.event_context]]
+    key = dataset.context_key  # the event, or its impression when the rows of a slate are grouped
+    frame = logged[[key, USER_ID, *dataset.event_context]]
     if dataset.users is not None:
         frame = frame.merge(dataset.users, on=USER_ID, how="left")
-    return frame.drop(columns=[USER_ID]).rename(columns={EVENT_ID: CONTEXT_ID}).reset_index(drop=True)
+    return frame.drop(columns=[USER_ID]).rename(columns={key: CONTEXT_ID}).reset_index(drop=True)
 
 
 def fold_features(dataset: Dataset, fold: Fold, config: "PipelineConfig") -> FoldFeatures:
@@ -275,7 +276,7 @@ def _remove_orphaned_cache_files(folder: Path) -> None:
 
 
 def build_fold_features(dataset: Dataset, fold: Fold, config: FeaturesConfig) -> FoldFeatures:
-    key = EVENT_ID if dataset.context_level == "event" else USER_ID
+    key = dataset.context_key
     train = _mab2rec_rows(dataset.interactions.iloc[fold.train_rows], key)
     test = _mab2rec_rows(dataset.interactions.iloc[fold.test_rows], key)
 

@@ -9,7 +9,7 @@ from scipy import stats
 from pipeline.beyond_accuracy import NAMES as BEYOND_ACCURACY
 from pipeline.config import METRIC_NAMES
 from pipeline.evaluation import ORACLE
-from pipeline.offpolicy import ESTIMATORS, OBSERVED
+from pipeline.offpolicy import ESTIMATORS, OBSERVED, OBSERVED_SLATE, SLATE_ESTIMATORS
 
 
 def leaderboard(metrics: pd.DataFrame, k: int, off_policy: pd.DataFrame | None = None,
@@ -30,6 +30,11 @@ def leaderboard(metrics: pd.DataFrame, k: int, off_policy: pd.DataFrame | None =
         for name in [name for name in ESTIMATORS if name in estimators]:
             rows = estimates[estimates["estimator"].isin([name, OBSERVED])]
             columns[f"{name}@{k}"] = rows.groupby("policy", sort=False)["value"].mean()
+        slate_name, _, slots = (decision_metric or "").rpartition("@")
+        if slate_name in SLATE_ESTIMATORS:  # a slate log's decision: its slate estimate leads
+            rows = off_policy[(off_policy["k"] == int(slots)) & off_policy["estimator"].isin([slate_name,
+                                                                                              OBSERVED_SLATE])]
+            columns[decision_metric] = rows.groupby("policy", sort=False)["value"].mean()
     for name in list(METRIC_NAMES) + list(BEYOND_ACCURACY):
         columns[f"{name}@{k}"] = _column(means, name, k)
     columns = {label: values for label, values in columns.items() if len(values)}
@@ -146,9 +151,9 @@ def format_decision(decision: dict) -> str:
     return "\n".join(lines)
 
 
-def format_off_policy(off_policy: pd.DataFrame, k: int, estimator: str) -> str:
-    """One row per policy: the decision's estimator and SNIPS at ``k`` with intervals, and the overlap."""
-    rows = off_policy[(off_policy["k"] == k) & off_policy["estimator"].isin([estimator, "SNIPS", OBSERVED])]
+def format_off_policy(off_policy: pd.DataFrame, k: int, estimators: list[str]) -> str:
+    """One row per policy and estimator (``estimators`` at ``k`` with intervals) and the overlap."""
+    rows = off_policy[(off_policy["k"] == k) & off_policy["estimator"].isin(estimators)]
     means = rows.groupby(["policy", "estimator"], sort=False)[["value", "low", "high", "effective_sample_size"]].mean()
     reliable = rows.groupby(["policy", "estimator"], sort=False)["reliable"].all()
     out = []

@@ -23,14 +23,16 @@ from tqdm.auto import tqdm
 
 from pipeline.config import PipelineConfig
 from pipeline.data import load_dataset
-from pipeline.data.dataset import CONTEXT_ID, EVENT_ID, ITEM_ID, PROPENSITY, RESPONSE, TIMESTAMP
+from pipeline.data.dataset import (CASCADE_PROPENSITY, CONTEXT_ID, EVENT_ID, ITEM_ID, POSITION, PROPENSITY, RESPONSE,
+                                   SLATE_ID, SLATE_PROPENSITY, TIMESTAMP)
 from pipeline.decision import choose_metric, decide, decision_values, pooled_draws, with_logging_draws
 from pipeline.evaluation import LOGGING, ORACLE, GroundTruth, check_inputs, logging_truth_rows, oracle_replay_rows
 from pipeline.executor import FoldContext, decision_draws, decision_ks, make_executor
 from pipeline.errors import ConfigError
 from pipeline.features import fold_features, item_featurizer, item_vectors
-from pipeline.offpolicy import (CrossFittedRewardModel, LoggedTestEvents, logging_policy_estimates, policy_estimates,
-                                summarise_against_truth)
+from pipeline.offpolicy import (OBSERVED_SLATE, SLATE_ESTIMATORS, CrossFittedRewardModel, LoggedSlates, LoggedTestEvents,
+                                logging_policy_estimates, logging_slate_estimate, policy_estimates,
+                                summarise_against_truth, unavailable_estimators)
 from pipeline.offpolicy.external import external_target_terms, first_row_event, load_external_policy
 from pipeline.offpolicy.logging_model import LoggingPolicyModel
 from pipeline.report import fold_summary, leaderboard, seed_summary
@@ -147,8 +149,10 @@ def _write_decision(run_dir: RunDirectory, tables: _Tables, config: PipelineConf
     draws = pd.concat(tables.draws, ignore_index=True) if tables.draws else pd.DataFrame(
         columns=["seed", "fold", "policy", "label", "resample", "value"])
     run_dir.write_table("draws", draws, csv=False)
+    slates = off_policy[off_policy["estimator"] == OBSERVED_SLATE] if off_policy is not None else []
     label, kind, metric_reason = choose_metric(config.evaluation, "true_ctr" in set(metrics["metric"]),
-                                               off_policy is not None, tables.replay_biased)
+                                               off_policy is not None, tables.replay_biased,
+                                               int(slates["k"].iloc[0]) if len(slates) else None)
     n_test = int(pd.DataFrame(tables.folds).groupby("seed")["n_test"].sum().mean())
     baseline = config.evaluation.decision.baseline
     if label is None:
@@ -243,6 +247,11 @@ def _run_seed(config: PipelineConfig, policies, run_dir: RunDirectory, timer: St
                     "(AUC, CTR, Precision, Recall, NDCG, MAP) weight every event alike and are biased towards what "
                     "the logging policy favoured; the decision does not use them (off-policy estimates do)")
 
+    if dataset.slate_size is not None and use_off_policy and config.evaluation.top_k < dataset.slate_size:
+        raise ConfigError(f"evaluation.top_k is {config.evaluation.top_k} but the impressions of "
+                          f"{dataset.source('interactions')} have {dataset.slate_size} slots (its largest position): "
+                          "the slate estimators compare each policy's top-L list with them; set evaluation.top_k to "
+                          f"at least {dataset.slate_size}")
     external = {}
     if config.evaluation.external_policies:
         if not use_off_policy:
@@ -297,6 +306,8 @@ def _run_seed(config: PipelineConfig, policies, run_dir: RunDirectory, timer: St
                                                        context.bootstrap, fold.index)
                 tables.off_policy.append(rows.assign(seed=seed))
                 tables.add_draws(draws, seed, fold.index, LOGGING)
+                if dataset.slate_size is not None:
+                    context.slates = _logged_slates(dataset, features, fold, context, config, tables)
                 for name, probabilities in external.items():
                     targets = external_target_terms(
                         probabilities, features.test[[EVENT_ID, CONTEXT_ID, ITEM_ID]].reset_index(drop=True),
@@ -337,6 +348,38 @@ def _run_seed(config: PipelineConfig, policies, run_dir: RunDirectory, timer: St
             curves, summary = simulate(config, dataset, vectors, policies, seed)
         tables.simulation.append(curves.assign(seed=seed))
         tables.simulation_summary.append(summary.assign(seed=seed))
+
+
+def _logged_slates(dataset, features, fold, context: FoldContext, config: PipelineConfig, tables: _Tables
+                   ) -> LoggedSlates | None:
+    """The fold's test rows as the slate estimators need them, with the logging policy's own slate row; None
+    when the propensities are estimated (the fitted logging model knows items, not slots)."""
+    if dataset.propensity_estimated:
+        tables.note("slate estimates skipped: they need the logged item-position propensities, and these are "
+                    "estimated (data.files.columns.propensity: estimate)")
+        return None
+    logged = dataset.interactions.iloc[fold.test_rows]
+    rows = pd.DataFrame({"slot": logged[POSITION].to_numpy() - 1, "propensity": context.logged.propensity})
+    for column, name in ((SLATE_ID, "slate"), (SLATE_PROPENSITY, SLATE_PROPENSITY),
+                         (CASCADE_PROPENSITY, CASCADE_PROPENSITY)):
+        if column in logged.columns:
+            rows[name] = logged[column].to_numpy()
+    slates = LoggedSlates.build(features.test[[CONTEXT_ID, ITEM_ID, RESPONSE]].reset_index(drop=True), rows,
+                                dataset.slate_size, context.logged.logged_items)
+    missing = unavailable_estimators(slates)
+    chosen = config.evaluation.decision.slate_estimator
+    if chosen in missing and config.evaluation.decision.metric in ("auto", "off_policy") \
+            and not (config.evaluation.ground_truth and dataset.click_model is not None):
+        raise ConfigError(f"evaluation.decision.slate_estimator is {chosen}, which {missing[chosen]} in "
+                          f"{dataset.source('interactions')}; choose one of "
+                          f"{', '.join(n for n in SLATE_ESTIMATORS if n not in missing)}")
+    for reason in dict.fromkeys(missing.values()):
+        names = [name for name, why in missing.items() if why == reason]
+        tables.note(f"slate estimator(s) {', '.join(names)} skipped: they need {reason.removeprefix('needs ')}")
+    rows, draws = logging_slate_estimate(slates, config.evaluation.off_policy, context.bootstrap, fold.index)
+    tables.off_policy.append(rows.assign(seed=context.seed))
+    tables.add_draws(draws, context.seed, fold.index, LOGGING)
+    return slates
 
 
 def _test_propensities(dataset, features, fold, seed: int, tables: _Tables) -> np.ndarray:

@@ -1,9 +1,9 @@
 """Split stage: which interaction rows train each fold and which test it.
 
 - ``temporal`` (default): the latest ``test_fraction`` of events, by timestamp, is the one test fold, as a
-  policy trained on the past would meet the future.
-- ``kfold``: ``n_folds`` folds grouped by user, so no user is on both sides; shuffled with the config seed,
-  or, with ``shuffle: false``, exactly Mab2Rec's ``cv`` folds (ordered by group size).
+  policy trained on the past would meet the future (an impression of a grouped slate log stays whole).
+- ``kfold``: ``n_folds`` folds grouped by user, so no user (and no impression of a slate log) is on both
+  sides; shuffled with the config seed, or, with ``shuffle: false``, exactly Mab2Rec's ``cv`` folds.
 - ``given``: the user's separate train and test files.
 """
 
@@ -15,7 +15,7 @@ import numpy as np
 from sklearn.model_selection import GroupKFold
 
 from pipeline.config import SplitConfig
-from pipeline.data.dataset import TIMESTAMP, USER_ID, Dataset
+from pipeline.data.dataset import SLATE_ID, TIMESTAMP, USER_ID, Dataset
 from pipeline.errors import ConfigError, DataError
 
 
@@ -36,7 +36,12 @@ def make_folds(dataset: Dataset, method: str, config: SplitConfig, seed: int) ->
                               "(data.files.columns.timestamp); add one or set split.method: kfold")
         order = np.argsort(dataset.interactions[TIMESTAMP].to_numpy(), kind="stable")
         n_test = int(round(len(order) * config.test_fraction))
-        folds = [Fold(0, np.sort(order[: len(order) - n_test]), np.sort(order[len(order) - n_test:]))]
+        test = np.zeros(len(order), dtype=bool)
+        test[order[len(order) - n_test:]] = True
+        if dataset.slates_grouped:  # an impression straddling the cut goes to the test side whole
+            slates = dataset.interactions[SLATE_ID].to_numpy()
+            test |= np.isin(slates, slates[test])
+        folds = [Fold(0, np.flatnonzero(~test), np.flatnonzero(test))]
     else:
         users = dataset.interactions[USER_ID].to_numpy()
         n_users = len(np.unique(users))

@@ -23,6 +23,10 @@ RESPONSE = "response"
 PROPENSITY = "propensity"
 ESTIMATE = "estimate"  # data.files.columns.propensity: estimate - fit the logging policy instead of reading it
 TIMESTAMP = "timestamp"
+POSITION = "position"  # slot of the row in a multi-item impression, 1 = top (slate logs)
+SLATE_ID = "slate_id"  # groups the rows of one impression (integer codes after loading)
+SLATE_PROPENSITY = "slate_propensity"  # the logging policy's probability of the whole slate
+CASCADE_PROPENSITY = "cascade_propensity"  # ... of the slate's slots 1..position
 #: The key Mab2Rec sees as "user": the user (user-level context) or the event (event-level context).
 CONTEXT_ID = "context_id"
 
@@ -74,6 +78,23 @@ class Dataset:
         return PROPENSITY in self.interactions.columns or self.propensity_estimated
 
     @property
+    def slate_size(self) -> int | None:
+        """Slots per impression of a slate log (the largest position), None for one item per event."""
+        return int(self.interactions[POSITION].max()) if POSITION in self.interactions.columns else None
+
+    @property
+    def slates_grouped(self) -> bool:
+        """Whether the rows of each impression are grouped (a slate_id column)."""
+        return SLATE_ID in self.interactions.columns
+
+    @property
+    def context_key(self) -> str:
+        """The interaction column that identifies a context: the user, the event, or the event's impression."""
+        if self.context_level == "user":
+            return USER_ID
+        return SLATE_ID if self.slates_grouped else EVENT_ID
+
+    @property
     def has_timestamp(self) -> bool:
         return TIMESTAMP in self.interactions.columns
 
@@ -93,6 +114,8 @@ class Dataset:
             "context_level": self.context_level,
             "event_context": list(self.event_context),
             "has_propensity": self.has_propensity,
+            "slate_size": self.slate_size,
+            "slates_grouped": self.slates_grouped,
             "propensity_estimated": self.propensity_estimated,
             "has_ground_truth": self.click_model is not None,
             "sources": dict(self.sources),

@@ -14,7 +14,9 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import FilesConfig
-from pipeline.data.dataset import ESTIMATE, EVENT_ID, ITEM_ID, PROPENSITY, RESPONSE, TIMESTAMP, USER_ID, Dataset
+from pipeline.data.dataset import (CASCADE_PROPENSITY, ESTIMATE, EVENT_ID, ITEM_ID, POSITION, PROPENSITY, RESPONSE,
+                                   SLATE_ID, SLATE_PROPENSITY, TIMESTAMP, USER_ID, Dataset)
+from pipeline.data.slates import check_slates
 from pipeline.errors import DataError, examples
 
 READERS = {".csv": pd.read_csv, ".parquet": pd.read_parquet, ".pq": pd.read_parquet}
@@ -72,6 +74,7 @@ def load_files(config: FilesConfig) -> Dataset:
         raise DataError(f"data.files: column {config.columns.response!r} (data.files.columns.response) is 0 in all "
                         f"{len(interactions)} rows of {origin}: without a single click (1) no policy can learn and "
                         "no replay metric is defined; check the column and its coding (1 = clicked)")
+    interactions = check_slates(interactions, origin, columns, test_mask)
     interactions.insert(0, EVENT_ID, np.arange(len(interactions)))
 
     sources = {"interactions": origin}
@@ -96,11 +99,18 @@ def load_files(config: FilesConfig) -> Dataset:
                    sources=sources, test_mask=test_mask, propensity_estimated=columns.propensity == ESTIMATE)
 
 
+def optional_columns(names) -> tuple[tuple[str, str], ...]:
+    """(name in the user's file, canonical name) of every optional interaction column."""
+    return ((names.propensity, PROPENSITY), (names.timestamp, TIMESTAMP), (names.position, POSITION),
+            (names.slate_id, SLATE_ID), (names.slate_propensity, SLATE_PROPENSITY),
+            (names.cascade_propensity, CASCADE_PROPENSITY))
+
+
 def _read_interactions(path: Path, key: str, config: FilesConfig) -> pd.DataFrame:
     frame = read_table(path, key)
     names = config.columns
     renames = {names.user_id: USER_ID, names.item_id: ITEM_ID, names.response: RESPONSE}
-    for optional, canonical in ((names.propensity, PROPENSITY), (names.timestamp, TIMESTAMP)):
+    for optional, canonical in optional_columns(names):
         if canonical == PROPENSITY and optional == ESTIMATE:
             continue  # no column: the runner fits the logging policy (offpolicy.logging_model)
         explicitly_named = canonical in names.model_fields_set
@@ -119,7 +129,12 @@ def _read_interactions(path: Path, key: str, config: FilesConfig) -> pd.DataFram
             raise DataError(f"{path}: column {column!r} listed in data.files.event_context is missing; found columns: "
                             f"{', '.join(map(str, frame.columns))}")
     frame = frame.rename(columns=renames)
-    keep = [USER_ID, ITEM_ID, RESPONSE] + [c for c in (PROPENSITY, TIMESTAMP) if c in frame.columns]
+    keep = [USER_ID, ITEM_ID, RESPONSE] + [c for _, c in optional_columns(names) if c in frame.columns]
+    if POSITION in frame.columns and names.position in config.event_context:
+        raise DataError(f"{path}: column {names.position!r} is both data.files.columns.position (the slot of each "
+                        "row of a multi-item impression) and listed in data.files.event_context; a slot is not part "
+                        "of the user's context (a policy ranks before it knows the slot): remove it from "
+                        "event_context")
     frame = frame[keep + list(config.event_context)].copy()
 
     for column, label in ((USER_ID, names.user_id), (ITEM_ID, names.item_id)):

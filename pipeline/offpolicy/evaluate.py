@@ -71,7 +71,7 @@ def policy_estimates(targets: dict[int, TargetTerms], logged: LoggedTestEvents, 
         diagnostics = overlap(data, terms.unsupported, config)
         for estimator in make_estimators(n_items, config.switch_tau_per_item):
             result = estimate(estimator, data, bootstrap, logged.context_ids, f"{policy}/{estimator.name}@{k}")
-            rows.append(_row(policy, fold, k, estimator.name, result, diagnostics,
+            rows.append(off_policy_row(policy, fold, k, estimator.name, result, diagnostics,
                              logged.reward_model.description if estimator.uses_reward_model else "none",
                              terms.method))
             if result.draws is not None:
@@ -87,12 +87,14 @@ def logging_policy_estimates(logged: LoggedTestEvents, config: OffPolicyConfig, 
                           logged.reward_hat, logged.propensity, len(logged.context_ids))
     result = estimate(IPS(), data, bootstrap, logged.context_ids, f"{LOGGING}/{OBSERVED}")
     diagnostics = overlap(data, np.zeros(n), config)
-    rows = [_row(LOGGING, fold, k, OBSERVED, result, diagnostics, "none", "the logged items") for k in ks]
+    rows = [off_policy_row(LOGGING, fold, k, OBSERVED, result, diagnostics, "none", "the logged items") for k in ks]
     draws = {f"{OBSERVED}@{k}": result.draws for k in ks} if result.draws is not None else {}
     return pd.DataFrame(rows, columns=OFF_POLICY_COLUMNS), draws
 
 
-def _row(policy: str, fold: int, k: int, name: str, result, diagnostics: dict, reward_model: str, method: str) -> tuple:
+def off_policy_row(policy: str, fold: int, k: int, name: str, result, diagnostics: dict, reward_model: str,
+                   method: str) -> tuple:
+    """One row of ``OFF_POLICY_COLUMNS``."""
     return (policy, fold, k, name, result.value, result.low, result.high, result.se, diagnostics["matched_events"],
             diagnostics["effective_sample_size"], diagnostics["max_weight"], diagnostics["max_weight_share"],
             diagnostics["unsupported_share"], diagnostics["reliable"], diagnostics["flag"], reward_model, method)
@@ -123,5 +125,5 @@ def summarise_against_truth(estimates: pd.DataFrame, truth: pd.DataFrame) -> pd.
     return pd.DataFrame(rows)
 
 
-__all__ = ["Estimator", "LoggedTestEvents", "OFF_POLICY_COLUMNS", "policy_estimates", "logging_policy_estimates",
-           "summarise_against_truth"]
+__all__ = ["Estimator", "LoggedTestEvents", "OFF_POLICY_COLUMNS", "off_policy_row", "policy_estimates",
+           "logging_policy_estimates", "summarise_against_truth"]
