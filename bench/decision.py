@@ -2,6 +2,7 @@
 
     python -m bench.decision                          # 20 seeds x 2 softmax-logging shops, default policies
     python -m bench.decision --seeds 5 --set policies.NeuralLinear-cold=null
+    python -m bench.decision --shops slates           # 3-slot impressions: the slate estimators (3 shops)
 
 Each (shop setting, seed) is one full pipeline run on the synthetic shop with a softmax logger, with the
 decision forced onto the off-policy estimate (``evaluation.decision.metric=off_policy``) so that it is made
@@ -10,13 +11,15 @@ as on a user's own logs, while the click model still knows each policy's true va
 
 - coverage: the share of (policy, seed) cases whose 95% interval contains the true value (``true_ctr@k`` on
   the same test events), per estimator, for the first item (k = 1) and the list (k = leaderboard_k), with
-  bias and the share of cases flagged unreliable;
+  bias and the share of cases flagged unreliable; with ``--shops slates`` also every slate estimator against
+  ``true_slate_ctr@3`` (the decision then rests on IIPS);
 - decision: per seed, the pick (or none), the truly best policy, the pick's true shortfall and the stated
   minimum detectable difference; the share of seeds whose pick is within it of the best;
 - calibration of P(best): (policy, seed) cases binned by their P(best), against the share truly best.
 
-Each run's rows are also written as they come (``decision_*_partial.csv``, removed at the end), so a bench
+Each run's rows are also written as they come (``<shops>_*_partial.csv``, removed at the end), so a bench
 that is stopped keeps what it measured.  Run it on a copy of the config if you edit the config meanwhile.
+Results go to ``decision_*.csv`` (``--shops list``) or ``slates_*.csv``.
 """
 
 from __future__ import annotations
@@ -31,40 +34,58 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import load_config
+from pipeline.evaluation import TRUE_SLATE_CTR
+from pipeline.offpolicy import OBSERVED_SLATE, SLATE_ESTIMATORS
 from pipeline.runner import run_pipeline
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SHOPS = {  # two production-like loggers: a sharp one and a milder one
-    "softmax-T1": ["data.synthetic.logging=softmax", "data.synthetic.logging_temperature=1.0"],
-    "softmax-T2": ["data.synthetic.logging=softmax", "data.synthetic.logging_temperature=2.0",
-                   "data.synthetic.logging_noise=0.5"],
+SOFTMAX_T1 = ["data.synthetic.logging=softmax", "data.synthetic.logging_temperature=1.0"]
+SOFTMAX_T2 = ["data.synthetic.logging=softmax", "data.synthetic.logging_temperature=2.0",
+              "data.synthetic.logging_noise=0.5"]
+SLATES = ["data.synthetic.slate_size=3", "evaluation.leaderboard_k=3"]
+SHOPS = {
+    "list": {"softmax-T1": SOFTMAX_T1, "softmax-T2": SOFTMAX_T2},  # a sharp production-like logger, a milder one
+    "slates": {"slates-softmax-T1": [*SOFTMAX_T1, *SLATES], "slates-softmax-T2": [*SOFTMAX_T2, *SLATES],
+               "slates-uniform": ["data.synthetic.logging=uniform", *SLATES]},  # uniform: PI is defined
 }
 
 
-def run(config_path: str, seeds: list[int], overrides: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def truth_of(estimator: str) -> str:
+    """The true metric an estimate is compared with: the slate value for slate estimators, else true_ctr."""
+    return TRUE_SLATE_CTR if estimator in SLATE_ESTIMATORS or estimator == OBSERVED_SLATE else "true_ctr"
+
+
+def run(config_path: str, seeds: list[int], overrides: list[str], shops: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     estimates, decisions = [], []
     with tempfile.TemporaryDirectory() as output:
-        for shop, settings in SHOPS.items():
+        for shop, settings in SHOPS[shops].items():
             for seed in seeds:
                 config = load_config(config_path, [*settings, *overrides, f"seed={seed}", f"run.output_dir={output}",
                                                    "evaluation.decision.metric=off_policy"])
                 started = time.perf_counter()
                 outcome = run_pipeline(config, progress=False)
-                truth = (outcome.metrics[outcome.metrics["metric"] == "true_ctr"]
-                         .groupby(["policy", "k"])["value"].mean().rename("truth").reset_index())
-                rows = outcome.off_policy.merge(truth, on=["policy", "k"]).assign(shop=shop, seed=seed)
+                truth = (outcome.metrics[outcome.metrics["metric"].isin(["true_ctr", TRUE_SLATE_CTR])]
+                         .groupby(["policy", "metric", "k"])["value"].mean().rename("truth").reset_index())
+                rows = (outcome.off_policy.assign(metric=outcome.off_policy["estimator"].map(truth_of))
+                        .merge(truth, on=["policy", "metric", "k"]).assign(shop=shop, seed=seed))
                 estimates.append(rows)
-                decisions.append(_decision_row(outcome.decision, truth, shop, seed))
-                _save_partial(estimates, decisions)  # a long bench that stops keeps what it measured
+                decision_truth = truth[truth["metric"] == truth_of(outcome.decision["metric"].rpartition("@")[0])]
+                decisions.append(_decision_row(outcome.decision, decision_truth, shop, seed))
+                _save_partial(estimates, decisions, shops)  # a long bench that stops keeps what it measured
                 print(f"{shop} seed {seed}: {time.perf_counter() - started:.1f} s, pick "
                       f"{outcome.decision['policy']}, truly best {decisions[-1]['truly_best']}", flush=True)
     return pd.concat(estimates, ignore_index=True), pd.DataFrame(decisions)
 
 
-def _save_partial(estimates: list, decisions: list) -> None:
+def _prefix(shops: str) -> str:
+    return "decision" if shops == "list" else "slates"
+
+
+def _save_partial(estimates: list, decisions: list, shops: str) -> None:
     RESULTS.mkdir(exist_ok=True)
-    pd.concat(estimates, ignore_index=True).to_csv(RESULTS / "decision_estimates_partial.csv", index=False)
-    pd.DataFrame(decisions).to_csv(RESULTS / "decision_picks_partial.csv", index=False)
+    prefix = _prefix(shops)
+    pd.concat(estimates, ignore_index=True).to_csv(RESULTS / f"{prefix}_estimates_partial.csv", index=False)
+    pd.DataFrame(decisions).to_csv(RESULTS / f"{prefix}_picks_partial.csv", index=False)
 
 
 def _decision_row(decision: dict, truth: pd.DataFrame, shop: str, seed: int) -> dict:
@@ -84,7 +105,7 @@ def _decision_row(decision: dict, truth: pd.DataFrame, shop: str, seed: int) -> 
 
 
 def coverage_table(estimates: pd.DataFrame) -> pd.DataFrame:
-    cases = estimates[estimates["estimator"] != "observed"].copy()
+    cases = estimates[~estimates["estimator"].isin(["observed", OBSERVED_SLATE])].copy()
     cases["covered"] = (cases["low"] <= cases["truth"]) & (cases["truth"] <= cases["high"])
     cases["error"] = cases["value"] - cases["truth"]
     return cases.groupby(["shop", "k", "estimator"]).agg(
@@ -112,18 +133,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", default="configs/default.yaml")
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--shops", choices=list(SHOPS), default="list",
+                        help="list: one item per event (2 shops); slates: 3-slot impressions (3 shops)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
-    estimates, decisions = run(args.config, list(range(101, 101 + args.seeds)), args.overrides)
+    estimates, decisions = run(args.config, list(range(101, 101 + args.seeds)), args.overrides, args.shops)
     coverage, calibration = coverage_table(estimates), calibration_table(decisions)
     RESULTS.mkdir(exist_ok=True)
-    coverage.to_csv(RESULTS / "decision_coverage.csv", index=False)
-    decisions.to_csv(RESULTS / "decision_picks.csv", index=False)
-    calibration.to_csv(RESULTS / "decision_calibration.csv", index=False)
-    for partial in ("decision_estimates_partial.csv", "decision_picks_partial.csv"):
+    prefix = _prefix(args.shops)
+    coverage.to_csv(RESULTS / f"{prefix}_coverage.csv", index=False)
+    decisions.to_csv(RESULTS / f"{prefix}_picks.csv", index=False)
+    calibration.to_csv(RESULTS / f"{prefix}_calibration.csv", index=False)
+    for partial in (f"{prefix}_estimates_partial.csv", f"{prefix}_picks_partial.csv"):
         (RESULTS / partial).unlink(missing_ok=True)
     pd.set_option("display.width", 200)
-    print("\nCoverage of 95% intervals (true_ctr@k on the same test events):")
+    print("\nCoverage of 95% intervals (true_ctr@k, or true_slate_ctr@3 for slate estimators, same test events):")
     print(coverage.to_string(index=False, float_format="{:.3f}".format))
     decided = decisions[decisions["pick"].notna()]
     within = (decided["shortfall"] <= decided["mde"]).mean() if len(decided) else float("nan")

@@ -63,6 +63,32 @@ class SyntheticConfig(Strict):
     logging_noise: float = Field(1.0, ge=0, description="softmax logging: spread of the logger's per-item error")
     logging_uniform_share: float = Field(0.1, gt=0, le=1, description="softmax logging: share of events logged "
                                                                        "uniformly, so every item keeps support")
+    slate_size: int = Field(1, ge=1, le=10, description="items shown per impression; above 1 the log is a slate log "
+                                                        "(one row per slot, with position and slate_id) and clicks "
+                                                        "follow the position-based model")
+    slot_examination: list[float] | None = Field(
+        None, description="slate logs: the probability that the user looks at each slot (click = examined x "
+                          "attracted); null: 1/k for slot k")
+
+    @model_validator(mode="after")
+    def _slates(self) -> "SyntheticConfig":
+        if self.slate_size > self.n_items:
+            raise ValueError(f"slate_size ({self.slate_size}) exceeds n_items ({self.n_items})")
+        if self.slate_size > 3 and self.logging == "softmax":
+            raise ValueError("softmax logging of slates is limited to slate_size <= 3 (the item-position "
+                             "propensities of a Plackett-Luce logger are computed exactly, at a cost that grows as "
+                             "n_items ** (slate_size - 1)); use logging: uniform for longer slates")
+        if self.slot_examination is not None:
+            if len(self.slot_examination) != self.slate_size:
+                raise ValueError(f"slot_examination has {len(self.slot_examination)} values; slate_size is "
+                                 f"{self.slate_size}")
+            if not all(0 < value <= 1 for value in self.slot_examination):
+                raise ValueError(f"slot_examination values are probabilities in (0, 1]; got {self.slot_examination}")
+        return self
+
+    def examination(self) -> list[float]:
+        """The probability of looking at each slot (slot 1 first)."""
+        return self.slot_examination or [1.0 / (k + 1) for k in range(self.slate_size)]
 
 
 class ColumnNames(Strict):

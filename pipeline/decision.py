@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import EvaluationConfig
-from pipeline.evaluation import LOGGING, ORACLE
+from pipeline.evaluation import LOGGING, ORACLE, TRUE_SLATE_CTR
 from pipeline.offpolicy import OBSERVED, OBSERVED_SLATE, SLATE_ESTIMATORS
 from pipeline.uncertainty import Z_95
 
@@ -37,15 +37,20 @@ Z_POWER_80 = 0.8416212335729143
 
 
 def choose_metric(evaluation: EvaluationConfig, has_truth: bool, has_off_policy: bool, replay_biased: bool,
-                  slate_size: int | None = None) -> tuple[str | None, str | None, str]:
+                  slate_size: int | None = None, slate_estimates: bool = False) -> tuple[str | None, str | None, str]:
     """(label, kind, why) of the metric the decision rests on; label None when none is usable.  ``slate_size``:
-    the slots per impression of a slate log with slate estimates (their estimand is then the decision's)."""
+    the slots per impression of a slate log, whose value in those slots is then the decision's estimand
+    (estimated by the slate estimators when ``slate_estimates``)."""
     wanted, k = evaluation.decision.metric, evaluation.leaderboard_k
     estimator = evaluation.decision.estimator
+    if wanted in ("auto", "truth") and has_truth and slate_size is not None:
+        return f"{TRUE_SLATE_CTR}@{slate_size}", "truth", (
+            f"the true clicks per slot of each policy's top-{slate_size} list in the log's {slate_size}-slot "
+            f"impressions ({TRUE_SLATE_CTR}@{slate_size}), from the synthetic click model with its position effect")
     if wanted in ("auto", "truth") and has_truth:
         return f"true_ctr@{k}", "truth", (f"the true value of each policy's top-{k} list (true_ctr@{k}), from the "
                                           "synthetic click model")
-    if wanted in ("auto", "off_policy") and has_off_policy and slate_size is not None:
+    if wanted in ("auto", "off_policy") and has_off_policy and slate_estimates:
         name = evaluation.decision.slate_estimator
         return f"{name}@{slate_size}", "off_policy", (
             f"the {name} estimate of each policy's click rate per slot when its top-{slate_size} list fills the "

@@ -10,7 +10,9 @@ Ground-truth metrics use the click model's probability of the listed items for e
   showing its first item);
 - ``true_hit_rate@k``: probability of at least one click on the top-k list, ``1 - prod(1 - p_i)``, with
   clicks on different slots taken as independent;
-- ``true_regret@k``: the Oracle's ``true_ctr@k`` minus the policy's.
+- ``true_regret@k``: the Oracle's ``true_ctr@k`` minus the policy's;
+- on a slate log of L slots, ``true_slate_ctr@L``: the clicks per slot its top-L list would get in the log's
+  impressions, ``(1/L) sum_k theta_k p_k`` with ``theta_k`` the chance slot k is looked at.
 
 The ``Oracle`` row recommends, for every test event (or a seeded sample of ``oracle_events``), the items
 with the highest true probability.
@@ -29,6 +31,7 @@ from mabwiser.mab import NeighborhoodPolicy
 
 from pipeline.config import EvaluationConfig
 from pipeline.data.dataset import CONTEXT_ID, EVENT_ID, ITEM_ID, RESPONSE, Dataset
+from pipeline.data.synthetic_slates import logged_slot_values
 from pipeline.errors import ConfigError
 from pipeline.features import FoldFeatures
 from pipeline.policies import PolicySpec
@@ -37,6 +40,7 @@ from pipeline.uncertainty import Bootstrap, interval_of, replay_details
 
 SCORE = "score"  # Mab2Rec's name for the recommendation score, and the click column Jurity compares
 ORACLE = "Oracle"
+TRUE_SLATE_CTR = "true_slate_ctr"  # slate logs: a list's clicks per slot in the log's impressions (position-based)
 LOGGING = "Logging"  # the policy that wrote the log
 METRIC_CLASSES = {
     "AUC": BinaryRecoMetrics.AUC, "CTR": BinaryRecoMetrics.CTR, "Precision": RankingRecoMetrics.Precision,
@@ -205,8 +209,11 @@ class GroundTruth:
     def __init__(self, dataset: Dataset, features: FoldFeatures, k_values: list[int], top_k: int,
                  oracle_events: int | None = None, seed: int = 0):
         self.model = dataset.click_model
-        self.events = features.test[EVENT_ID].to_numpy()
+        first = ~features.test[CONTEXT_ID].duplicated().to_numpy()  # one event per context (a slate's rows share one)
+        self.contexts = features.test[CONTEXT_ID].to_numpy()[first]
+        self.events = features.test[EVENT_ID].to_numpy()[first]
         self.event_table = dataset.interactions.set_index(EVENT_ID).loc[self.events].reset_index()
+        self.slate_size = dataset.slate_size  # slate logs: the value of a list in the log's impressions too
         self.item_ids = self.model.item_ids
         self.k_values = sorted(set([1, *k_values]))
         n = len(self.events)
@@ -218,7 +225,8 @@ class GroundTruth:
 
     @property
     def oracle_events(self) -> np.ndarray:
-        return self.events[self.oracle_rows]
+        """The contexts the Oracle is computed on (events, or impressions of a slate log)."""
+        return self.contexts[self.oracle_rows]
 
     def oracle(self, fold: int) -> pd.DataFrame:
         """The Oracle's recommendations: the items with the highest true probability, best first."""
@@ -231,14 +239,15 @@ class GroundTruth:
 
     def metric_rows(self, recommendations: pd.DataFrame, policy: str, fold: int, bootstrap: Bootstrap,
                     draws: dict | None = None) -> pd.DataFrame:
-        """``true_ctr``, ``true_hit_rate`` and ``true_regret`` at every k, with bootstrap intervals (and, into
-        ``draws``, ``true_ctr@k``'s bootstrap draws for paired differences)."""
-        width = max(self.k_values)
+        """``true_ctr``, ``true_hit_rate`` and ``true_regret`` at every k (and ``true_slate_ctr`` at the slate
+        size of a slate log), with bootstrap intervals (and, into ``draws``, ``true_ctr@k``'s and
+        ``true_slate_ctr@L``'s bootstrap draws for paired differences)."""
+        width = max(self.k_values + [self.slate_size or 1])
         if policy == ORACLE:  # its lists are the sampled events' best items, whose probabilities are known
             probs, events = self.best_probabilities[:, :width], self.oracle_events
-        else:  # a policy is scored on every test event; a slot it left empty earns nothing
-            row_of_event = pd.Series(np.arange(len(self.events)), index=self.events)
-            probs, events = np.zeros((len(self.events), width)), self.events
+        else:  # a policy is scored on every test context; a slot it left empty earns nothing
+            row_of_event = pd.Series(np.arange(len(self.contexts)), index=self.contexts)
+            probs, events = np.zeros((len(self.contexts), width)), self.contexts
             shown = recommendations[recommendations["rank"] < width]
             rows = row_of_event.loc[shown[CONTEXT_ID].to_numpy()].to_numpy()
             columns = self.model.item_positions(shown[ITEM_ID].to_numpy())
@@ -255,20 +264,40 @@ class GroundTruth:
                 if name == "true_ctr" and draws is not None and resampled is not None:
                     draws[f"true_ctr@{k}"] = resampled
                 out.append((policy, name, k, fold, float(values.mean()), *interval, len(values)))
+        if self.slate_size is not None and probs.shape[1] >= self.slate_size:
+            out.append(self.slate_row(probs[:, :self.slate_size] * self.model.examination, policy, fold, events,
+                                       bootstrap, draws))
         return pd.DataFrame(out, columns=METRIC_COLUMNS)
+
+    def slate_row(self, clicks: np.ndarray, policy: str, fold: int, on: np.ndarray, bootstrap: Bootstrap,
+                   draws: dict | None) -> tuple:
+        """``true_slate_ctr@L``: the list's expected clicks per slot in the log's L-slot impressions, from each
+        slot's click probability there, (contexts, L)."""
+        values = clicks.mean(axis=1)
+        resampled = bootstrap.mean_draws(values, on)
+        if draws is not None and resampled is not None:
+            draws[f"{TRUE_SLATE_CTR}@{self.slate_size}"] = resampled
+        return (policy, TRUE_SLATE_CTR, self.slate_size, fold, float(values.mean()), *interval_of(resampled),
+                len(values))
 
 
 def logging_truth_rows(truth: GroundTruth, fold: int, bootstrap: Bootstrap, draws: dict) -> pd.DataFrame:
-    """``true_ctr`` of the logging policy at every k: ``sum_a p(a | x) r(x, a)`` per event, on the Oracle's events
-    (it shows one item per event, so its top-k value is that of one item)."""
-    values = truth.model.logged_value(truth.event_table.iloc[truth.oracle_rows])
-    resampled = bootstrap.mean_draws(values, truth.oracle_events)
-    interval = interval_of(resampled)
+    """``true_ctr`` of the logging policy at every k, on the Oracle's events: ``sum_a p(a | x) r(x, a)`` per event
+    when it shows one item (its top-k value is that of the one item); on a slate log the mean over its first k
+    slots (all L beyond L) of ``sum_a mu(a at slot | x) r(x, a)``, and its ``true_slate_ctr@L``."""
+    events = truth.event_table.iloc[truth.oracle_rows]
+    slots = (logged_slot_values(truth.model, events, truth.slate_size) if truth.slate_size is not None
+             else truth.model.logged_value(events)[:, None])
     rows = []
     for k in truth.k_values:
+        values = slots[:, :k].mean(axis=1)
+        resampled = bootstrap.mean_draws(values, truth.oracle_events)
         if resampled is not None:
             draws[f"true_ctr@{k}"] = resampled
-        rows.append((LOGGING, "true_ctr", k, fold, float(values.mean()), *interval, len(values)))
+        rows.append((LOGGING, "true_ctr", k, fold, float(values.mean()), *interval_of(resampled), len(values)))
+    if truth.slate_size is not None:
+        rows.append(truth.slate_row(slots * truth.model.examination, LOGGING, fold, truth.oracle_events, bootstrap,
+                                     draws))
     return pd.DataFrame(rows, columns=METRIC_COLUMNS)
 
 

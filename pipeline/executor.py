@@ -43,7 +43,7 @@ from pipeline.beyond_accuracy import beyond_accuracy_rows
 from pipeline.config import EvaluationConfig, ExecutorConfig
 from pipeline.data.dataset import CONTEXT_ID, ITEM_ID, RESPONSE
 from pipeline.errors import ConfigError
-from pipeline.evaluation import GroundTruth, run_policy
+from pipeline.evaluation import TRUE_SLATE_CTR, GroundTruth, run_policy
 from pipeline.features import FoldFeatures
 from pipeline.offpolicy import (SLATE_ESTIMATORS, LoggedSlates, LoggedTestEvents, OBSERVED_SLATE, policy_estimates,
                                 slate_estimates, slate_target_terms, target_terms)
@@ -71,6 +71,7 @@ class FoldContext:
     truth: GroundTruth | None = None
     logged: LoggedTestEvents | None = None  # the test events as the off-policy estimators need them, or None
     slates: LoggedSlates | None = None  # the same rows as the slate estimators need them (slate logs), or None
+    test_propensity: np.ndarray | None = None  # every test row's logging propensity (replay), or None
     replay_order: object = None  # test rows in time order (replay with learning), or None
 
     def beyond_accuracy(self, recommendations: pd.DataFrame, policy: str) -> pd.DataFrame:
@@ -130,7 +131,8 @@ def replay_for(context: FoldContext, spec: PolicySpec, recommender) -> pd.DataFr
     contextual = recommender.mab.is_contextual
     contexts = context.features.context_matrix(test[CONTEXT_ID].to_numpy()) if contextual else np.zeros((len(test), 0))
     # Without logged propensities the log is taken as uniform (the runner says so in a note).
-    propensity = context.logged.propensity if context.logged is not None else np.ones(len(context.features.test))
+    propensity = context.test_propensity if context.test_propensity is not None \
+        else np.ones(len(context.features.test))
     curve = replay_with_learning(recommender, contexts, test[ITEM_ID].to_numpy(), test[RESPONSE].to_numpy(),
                                  propensity[context.replay_order],
                                  context.evaluation.replay.batch_size, context.seed, contextual)
@@ -166,7 +168,7 @@ def decision_draws(draws: dict[str, np.ndarray], evaluation: EvaluationConfig) -
     """The draws the decision can use (at k = 1 and leaderboard_k, and the slate estimates), as float32 to keep
     the run small."""
     ks = {str(k) for k in decision_ks(evaluation)}
-    slate = {*SLATE_ESTIMATORS, OBSERVED_SLATE}
+    slate = {*SLATE_ESTIMATORS, OBSERVED_SLATE, TRUE_SLATE_CTR}
     return {label: values.astype(np.float32) for label, values in draws.items()
             if label.rpartition("@")[2] in ks or label.rpartition("@")[0] in slate}
 

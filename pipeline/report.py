@@ -8,7 +8,7 @@ from scipy import stats
 
 from pipeline.beyond_accuracy import NAMES as BEYOND_ACCURACY
 from pipeline.config import METRIC_NAMES
-from pipeline.evaluation import ORACLE
+from pipeline.evaluation import ORACLE, TRUE_SLATE_CTR
 from pipeline.offpolicy import ESTIMATORS, OBSERVED, OBSERVED_SLATE, SLATE_ESTIMATORS
 
 
@@ -17,24 +17,23 @@ def leaderboard(metrics: pd.DataFrame, k: int, off_policy: pd.DataFrame | None =
     """One row per policy, columns in order of trust; the one implementation the terminal and dashboard share.
 
     Columns: the decision's metric first, then the truth (``true_ctr@1`` and at ``k``, ``true_hit_rate@k``,
-    ``true_regret@1``), the off-policy ``estimators`` at ``k`` (``<estimator>@k``, the logging policy's observed
-    rate in each; every estimator is in off_policy.csv), the replay metrics at ``k`` (biased unless the log was uniform), and beyond-accuracy.  Values are
+    ``true_regret@1``, ``true_slate_ctr@L`` on a slate log), the off-policy ``estimators`` at ``k``
+    (``<estimator>@k``; a slate estimator at the log's L slots; the logging policy's observed rate in each; every
+    estimator is in off_policy.csv), the replay metrics at ``k`` (biased unless the log was uniform), and beyond-accuracy.  Values are
     means over seeds and folds.  Rows are sorted by the decision's metric (else ``true_ctr@1``, else replay
     ``CTR@k``); the Oracle row comes last as the reference.
     """
     means = metrics.groupby(["policy", "metric", "k"], sort=False)["value"].mean().reset_index()
     truth = [("true_ctr", 1), ("true_ctr", k), ("true_hit_rate", k), ("true_regret", 1)]
+    truth += [(TRUE_SLATE_CTR, int(slots)) for slots in means.loc[means["metric"] == TRUE_SLATE_CTR, "k"].unique()]
     columns = {f"{name}@{at}": _column(means, name, at) for name, at in dict.fromkeys(truth)}
     if off_policy is not None and len(off_policy):
-        estimates = off_policy[off_policy["k"] == k]
-        for name in [name for name in ESTIMATORS if name in estimators]:
-            rows = estimates[estimates["estimator"].isin([name, OBSERVED])]
-            columns[f"{name}@{k}"] = rows.groupby("policy", sort=False)["value"].mean()
-        slate_name, _, slots = (decision_metric or "").rpartition("@")
-        if slate_name in SLATE_ESTIMATORS:  # a slate log's decision: its slate estimate leads
-            rows = off_policy[(off_policy["k"] == int(slots)) & off_policy["estimator"].isin([slate_name,
-                                                                                              OBSERVED_SLATE])]
-            columns[decision_metric] = rows.groupby("policy", sort=False)["value"].mean()
+        slates = off_policy[off_policy["estimator"] == OBSERVED_SLATE]
+        for name in estimators:  # a slate estimator at the log's slots (the logging policy: its observed rate)
+            at, observed = (k, OBSERVED) if name in ESTIMATORS else (slates["k"].max(), OBSERVED_SLATE)
+            rows = off_policy[(off_policy["k"] == at) & off_policy["estimator"].isin([name, observed])]
+            if len(rows):
+                columns[f"{name}@{at}"] = rows.groupby("policy", sort=False)["value"].mean()
     for name in list(METRIC_NAMES) + list(BEYOND_ACCURACY):
         columns[f"{name}@{k}"] = _column(means, name, k)
     columns = {label: values for label, values in columns.items() if len(values)}

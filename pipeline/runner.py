@@ -26,7 +26,7 @@ from pipeline.data import load_dataset
 from pipeline.data.dataset import (CASCADE_PROPENSITY, CONTEXT_ID, EVENT_ID, ITEM_ID, POSITION, PROPENSITY, RESPONSE,
                                    SLATE_ID, SLATE_PROPENSITY, TIMESTAMP)
 from pipeline.decision import choose_metric, decide, decision_values, pooled_draws, with_logging_draws
-from pipeline.evaluation import LOGGING, ORACLE, GroundTruth, check_inputs, logging_truth_rows, oracle_replay_rows
+from pipeline.evaluation import LOGGING, ORACLE, TRUE_SLATE_CTR, GroundTruth, check_inputs, logging_truth_rows, oracle_replay_rows
 from pipeline.executor import FoldContext, decision_draws, decision_ks, make_executor
 from pipeline.errors import ConfigError
 from pipeline.features import fold_features, item_featurizer, item_vectors
@@ -149,10 +149,10 @@ def _write_decision(run_dir: RunDirectory, tables: _Tables, config: PipelineConf
     draws = pd.concat(tables.draws, ignore_index=True) if tables.draws else pd.DataFrame(
         columns=["seed", "fold", "policy", "label", "resample", "value"])
     run_dir.write_table("draws", draws, csv=False)
-    slates = off_policy[off_policy["estimator"] == OBSERVED_SLATE] if off_policy is not None else []
+    slate_estimates = off_policy is not None and (off_policy["estimator"] == OBSERVED_SLATE).any()
     label, kind, metric_reason = choose_metric(config.evaluation, "true_ctr" in set(metrics["metric"]),
                                                off_policy is not None, tables.replay_biased,
-                                               int(slates["k"].iloc[0]) if len(slates) else None)
+                                               tables.data.get("slate_size"), slate_estimates)
     n_test = int(pd.DataFrame(tables.folds).groupby("seed")["n_test"].sum().mean())
     baseline = config.evaluation.decision.baseline
     if label is None:
@@ -186,10 +186,13 @@ def _write_tables(run_dir: RunDirectory, tables: _Tables, config: PipelineConfig
     if tables.off_policy:
         estimates = _with_seed_first(pd.concat(tables.off_policy, ignore_index=True))
         run_dir.write_table("off_policy", estimates)
-        truth = metrics[metrics["metric"] == "true_ctr"].rename(columns={"value": "truth"})
-        if len(truth):
-            summary = summarise_against_truth(estimates[estimates["policy"] != LOGGING],
-                                              truth[["seed", "fold", "policy", "k", "truth"]])
+        truth = metrics.rename(columns={"value": "truth"})[["seed", "fold", "policy", "metric", "k", "truth"]]
+        if (truth["metric"] == "true_ctr").any():
+            candidates = estimates[estimates["policy"] != LOGGING]
+            slate = candidates["estimator"].isin(list(SLATE_ESTIMATORS))  # their truth: true_slate_ctr@L
+            summary = pd.concat([summarise_against_truth(candidates[~slate], truth[truth["metric"] == "true_ctr"]),
+                                 summarise_against_truth(candidates[slate], truth[truth["metric"] == TRUE_SLATE_CTR])],
+                                ignore_index=True)
             run_dir.write_table("off_policy_summary", summary)
     simulation = None
     if tables.simulation:
@@ -247,11 +250,11 @@ def _run_seed(config: PipelineConfig, policies, run_dir: RunDirectory, timer: St
                     "(AUC, CTR, Precision, Recall, NDCG, MAP) weight every event alike and are biased towards what "
                     "the logging policy favoured; the decision does not use them (off-policy estimates do)")
 
-    if dataset.slate_size is not None and use_off_policy and config.evaluation.top_k < dataset.slate_size:
+    if dataset.slate_size is not None and config.evaluation.top_k < dataset.slate_size:
         raise ConfigError(f"evaluation.top_k is {config.evaluation.top_k} but the impressions of "
                           f"{dataset.source('interactions')} have {dataset.slate_size} slots (its largest position): "
-                          "the slate estimators compare each policy's top-L list with them; set evaluation.top_k to "
-                          f"at least {dataset.slate_size}")
+                          "a slate log is evaluated by each policy's top-L list in those slots; set evaluation.top_k "
+                          f"to at least {dataset.slate_size}")
     external = {}
     if config.evaluation.external_policies:
         if not use_off_policy:
@@ -300,10 +303,14 @@ def _run_seed(config: PipelineConfig, policies, run_dir: RunDirectory, timer: St
                     tables.note(f"seed {seed} fold {fold.index}: the logistic reward model of the DR-type estimators "
                                 f"could not be fitted ({reward_model.fallback_}); it used item means instead (column "
                                 "reward_model of off_policy.csv)")
-                context.logged = LoggedTestEvents.build(
-                    features, _test_propensities(dataset, features, fold, seed, tables), reward_model)
-                rows, draws = logging_policy_estimates(context.logged, settings, decision_ks(config.evaluation),
-                                                       context.bootstrap, fold.index)
+                context.test_propensity = _test_propensities(dataset, features, fold, seed, tables)
+                # On a slate log the one-item and top-k estimators read the top slot only: lower slots' clicks are
+                # damped by the position; the slate estimators use every slot.
+                top_slot = (dataset.interactions[POSITION].to_numpy()[fold.test_rows] == 1
+                            if dataset.slate_size is not None else None)
+                context.logged = LoggedTestEvents.build(features, context.test_propensity, reward_model, top_slot)
+                ks = decision_ks(config.evaluation) if dataset.slate_size is None else [1]  # observed: slot 1
+                rows, draws = logging_policy_estimates(context.logged, settings, ks, context.bootstrap, fold.index)
                 tables.off_policy.append(rows.assign(seed=seed))
                 tables.add_draws(draws, seed, fold.index, LOGGING)
                 if dataset.slate_size is not None:
@@ -359,7 +366,7 @@ def _logged_slates(dataset, features, fold, context: FoldContext, config: Pipeli
                     "estimated (data.files.columns.propensity: estimate)")
         return None
     logged = dataset.interactions.iloc[fold.test_rows]
-    rows = pd.DataFrame({"slot": logged[POSITION].to_numpy() - 1, "propensity": context.logged.propensity})
+    rows = pd.DataFrame({"slot": logged[POSITION].to_numpy() - 1, "propensity": context.test_propensity})
     for column, name in ((SLATE_ID, "slate"), (SLATE_PROPENSITY, SLATE_PROPENSITY),
                          (CASCADE_PROPENSITY, CASCADE_PROPENSITY)):
         if column in logged.columns:
@@ -400,8 +407,10 @@ def _replay_order(dataset, rows: np.ndarray) -> np.ndarray:
 
 
 def leaderboard_estimators(config: PipelineConfig) -> tuple[str, ...]:
-    """The off-policy columns of the leaderboard: the decision's estimator and SNIPS (all are in off_policy.csv)."""
-    return tuple(dict.fromkeys([config.evaluation.decision.estimator, "SNIPS"]))
+    """The off-policy columns of the leaderboard: the decision's slate estimator (slate logs only), its estimator and
+    SNIPS (all are in off_policy.csv)."""
+    decision = config.evaluation.decision
+    return tuple(dict.fromkeys([decision.slate_estimator, decision.estimator, "SNIPS"]))
 
 
 def uniform_propensities(propensity: np.ndarray) -> bool:

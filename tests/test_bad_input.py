@@ -8,22 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from helpers import assert_clean_failure, run_cli
 from pipeline.cli import main
-
-
-def run_cli(config_path, capsys, *extra):
-    code = main(["run", str(config_path), "--quiet", *extra])
-    captured = capsys.readouterr()
-    return code, captured.err.strip()
-
-
-def assert_clean_failure(code, message, runs_dir, *fragments):
-    assert code == 2
-    assert message.startswith("error: ") and "\n" not in message and "Traceback" not in message
-    for fragment in fragments:
-        assert fragment in message, f"{fragment!r} not in {message!r}"
-    # Nothing that looks like a run, complete or partial (the features cache, .cache, is not a run).
-    assert not runs_dir.exists() or [p for p in runs_dir.iterdir() if p.name != ".cache"] == []
 
 
 @pytest.fixture

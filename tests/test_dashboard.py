@@ -33,7 +33,11 @@ PAGES = ["Decision", "Leaderboard", "Metrics at k", "Off-policy vs truth", "Onli
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("dash")
     made = {}
-    for name, settings in (("main", SETTINGS), ("other", {**SETTINGS, "seeds": None, "seed": 5, "simulation": {}})):
+    slates = {**SETTINGS, "seeds": None, "seed": 4, "simulation": {},
+              "data": {"synthetic": {**SETTINGS["data"]["synthetic"], "slate_size": 3, "logging": "softmax"}},
+              "policies": {"Random": {"learning_policy": "Random"}, "LinUCB": {"learning_policy": "LinUCB"}}}
+    for name, settings in (("slates", slates), ("main", SETTINGS),
+                           ("other", {**SETTINGS, "seeds": None, "seed": 5, "simulation": {}})):  # other: newest
         path = root / f"{name}.yaml"
         path.write_text(yaml.safe_dump({**settings, "run": {"output_dir": str(root / "runs"), "name": name}}))
         made[name] = run_pipeline(load_config(path), progress=False).path
@@ -137,6 +141,24 @@ def test_off_policy_and_simulation_pages_show_the_run_tables(runs, monkeypatch):
     summary = at.dataframe[0].value.set_index("policy")
     assert set(summary.index) == {"Random", "LinUCB", "NeuralLinear", "Oracle"}
     assert set(summary["recovered"]) <= {"yes", "not recovered"}
+
+
+def test_a_slate_run_leads_with_the_slate_estimate_and_its_truth(runs, monkeypatch):
+    runs_dir, made, _ = runs
+    at = open_app(runs_dir, monkeypatch, made["slates"].name, "Leaderboard")
+    assert not at.exception and not at.error
+    cells = at.dataframe[0].value
+    assert cells.columns[0] == "true_slate_ctr@3" and "IIPS@3" in cells.columns
+    estimates = pd.read_parquet(made["slates"] / "off_policy.parquet")
+    observed = estimates.query("policy == 'Logging' and estimator == 'observed_slate'")["value"].mean()
+    assert cells.loc["Logging", "IIPS@3"].startswith(f"{observed:.4f}")  # the logging policy's own slates
+    at.sidebar.radio[0].set_value("Off-policy vs truth").run()
+    assert not at.exception and not at.error
+    shown = at.dataframe[0].value
+    assert set(shown["estimator"]) >= {"IIPS", "SIPS", "RIPS", "observed_slate"} and "DR" not in set(shown["estimator"])
+    truth = pd.read_parquet(made["slates"] / "metrics.parquet").query("metric == 'true_slate_ctr' and k == 3")
+    assert shown.set_index("policy")["truth"].groupby(level=0).first()["LinUCB"] == pytest.approx(
+        truth.query("policy == 'LinUCB'")["value"].mean(), abs=5e-5)  # the page rounds to 4 places
 
 
 def test_explorer_shows_each_policy_list_with_items_and_truth(runs, monkeypatch):

@@ -9,6 +9,7 @@ import pytest
 
 from pipeline.config import OffPolicyConfig
 from pipeline.offpolicy import SLATE_ESTIMATORS, LoggedSlates, slate_estimates, slate_target_terms
+from pipeline.data.synthetic_slates import plackett_luce_marginals
 from pipeline.offpolicy.slate import SlateTerms, slate_feedback
 from pipeline.scoring import RandomScorer, ScoringInput
 
@@ -75,16 +76,20 @@ def test_each_slate_estimator_equals_its_formula_on_a_hand_made_log(name):
     assert value == pytest.approx(brute_force(name, logged, terms), rel=1e-12)
 
 
-def test_pseudoinverse_weights_can_be_negative_and_rows_are_flagged_under_non_uniform_logging():
+def test_pseudoinverse_weights_can_be_negative_and_pi_needs_uniform_logging():
     logged, terms = hand_made_slates()
-    rows, draws = slate_estimates(terms, logged, SETTINGS, None, "P", 0)
-    pi = rows.set_index("estimator").loc["PI"]
-    assert not pi["reliable"] and "uniform" in pi["flag"]
     weights = slate_feedback(SLATE_ESTIMATORS["PI"], logged, terms).weight
     # m = 1 / median(p) = 4; impression 2: sum of pi at its slots 0.5, of pi in the list 1.0: 1.5 + 1.5 - 2
     assert weights[2] == pytest.approx(1.0)
-    assert set(rows["k"]) == {2} and set(rows["estimator"]) == set(SLATE_ESTIMATORS)
+    terms.slot[:2], terms.listed[:2] = 0.0, 0.0  # impression 1 outside the policy's lists: W = 0 + 0 - 2
+    assert slate_feedback(SLATE_ESTIMATORS["PI"], logged, terms).weight[:2] == pytest.approx([-2.0, -2.0])
+    rows, _ = slate_estimates(terms, logged, SETTINGS, None, "P", 0)
+    assert "PI" not in set(rows["estimator"])  # these propensities vary: PI's closed form does not hold
+    assert set(rows["k"]) == {2} and set(rows["estimator"]) == set(SLATE_ESTIMATORS) - {"PI"}
     assert ((rows["low"] >= 0) & (rows["high"] <= 1)).all()
+    logged.propensity = np.full(6, 0.25)
+    rows, _ = slate_estimates(terms, logged, SETTINGS, None, "P", 0)
+    assert "PI" in set(rows["estimator"])
 
 
 # ------------------------------------------------------------------------- exact expectations in a small world
@@ -179,3 +184,19 @@ def test_monte_carlo_probabilities_of_a_sampling_policy():
     assert terms.cascade == pytest.approx([0.5, 0.5, 0.5, 0.5, 0.5, 0.0], abs=0.03)
     assert terms.slot_square == pytest.approx(np.full(6, 0.5), abs=0.03)  # two equally likely items per slot
     assert terms.slate_square == pytest.approx(np.full(6, 0.5), abs=0.03)
+
+
+def test_plackett_luce_marginals_equal_enumeration_of_every_slate():
+    p = np.array([[0.4, 0.1, 0.2, 0.25, 0.05], [0.2] * 5])
+    marginals = plackett_luce_marginals(p, 3)
+    for row in range(2):
+        weights = dict(enumerate(p[row]))
+        expected = np.zeros((3, 5))
+        for slate in permutations(range(5), 3):
+            probability, left = 1.0, 1.0
+            for item in slate:
+                probability *= weights[item] / left
+                left -= weights[item]
+            for k, item in enumerate(slate):
+                expected[k, item] += probability
+        assert marginals[row] == pytest.approx(expected, rel=1e-12)

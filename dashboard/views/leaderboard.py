@@ -16,7 +16,7 @@ from dashboard.views.common import ORACLE, metric_summary, url_selectbox, with_i
 from pipeline.beyond_accuracy import NAMES as BEYOND_ACCURACY
 from pipeline.config import METRIC_NAMES
 from pipeline.decision import pooled_draws, with_logging_draws
-from pipeline.offpolicy import OBSERVED
+from pipeline.offpolicy import ESTIMATORS, OBSERVED, OBSERVED_SLATE, SLATE_ESTIMATORS
 from pipeline.report import leaderboard
 
 TITLE = "Leaderboard"
@@ -77,11 +77,12 @@ def _cells(values: pd.DataFrame, summary: pd.DataFrame, off_policy: pd.DataFrame
     for r in summary.itertuples():
         intervals.setdefault(f"{r.metric}@{r.k}", {})[r.policy] = (r.value, r.low, r.high)
     if off_policy is not None:
-        at_k = off_policy[off_policy["k"] == k]
-        for (policy, name), group in at_k.groupby(["policy", "estimator"]):
-            label = f"{name}@{k}"
-            columns = [label] if name != OBSERVED else [c for c in values.columns if c.split("@")[0] in
-                                                          set(at_k["estimator"])]
+        slate = off_policy["estimator"].isin([*SLATE_ESTIMATORS, OBSERVED_SLATE])  # at the log's slots, not k
+        at_k = off_policy[slate | (off_policy["k"] == k)]
+        stands_in = {OBSERVED: set(ESTIMATORS), OBSERVED_SLATE: set(SLATE_ESTIMATORS)}  # the logging policy's rows
+        for (policy, name, at), group in at_k.groupby(["policy", "estimator", "k"]):
+            columns = [f"{name}@{at}"] if name not in stands_in else [
+                c for c in values.columns if c.split("@")[0] in stands_in[name] & set(at_k["estimator"])]
             for column in columns:
                 unreliable = "" if group["reliable"].all() else " !"
                 value, low, high = group[["value", "low", "high"]].mean()

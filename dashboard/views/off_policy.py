@@ -7,8 +7,12 @@ import streamlit as st
 
 from dashboard.data import Run, table
 from dashboard.views.common import absent, url_selectbox
+from pipeline.evaluation import TRUE_SLATE_CTR
+from pipeline.offpolicy import OBSERVED_SLATE, SLATE_ESTIMATORS
 
 TITLE = "Off-policy vs truth"
+SLATE_VIEW = "slate: every slot of the log's impressions"
+LIST_VIEW = "first item and top-k list (top slot's rows)"
 DIAGNOSTICS = ["matched_events", "effective_sample_size", "max_weight_share", "unsupported_share"]
 
 
@@ -17,6 +21,13 @@ def render(run: Run, runs: list[Run]) -> None:
         absent("Off-policy estimation", run)
         return
     estimates = table(run, "off_policy")
+    slate = estimates["estimator"].isin([*SLATE_ESTIMATORS, OBSERVED_SLATE])
+    truth_metric, what = "true_ctr", "value of the top-{k} list"
+    if slate.any():  # a slate log: the slate estimators (every slot) apart from the top-slot list estimators
+        estimand = url_selectbox("estimand", [SLATE_VIEW, LIST_VIEW], SLATE_VIEW, key="ope_estimand")
+        estimates = estimates[slate if estimand == SLATE_VIEW else ~slate]
+        if estimand == SLATE_VIEW:
+            truth_metric, what = TRUE_SLATE_CTR, "clicks per slot of the top-{k} list in the log's impressions"
     k_values = sorted(estimates["k"].unique())
     k = url_selectbox("list length k (1: the first item)", k_values, k_values[-1], key="ope_k")
     at_k = estimates[estimates["k"] == k]
@@ -25,11 +36,11 @@ def render(run: Run, runs: list[Run]) -> None:
     per_policy["flag"] = at_k.groupby(["policy", "estimator"], sort=False)["flag"].first()
     per_policy = per_policy.reset_index()
     metrics = table(run, "metrics")
-    truth = metrics[(metrics["metric"] == "true_ctr") & (metrics["k"] == k)].groupby("policy")["value"].mean()
+    truth = metrics[(metrics["metric"] == truth_metric) & (metrics["k"] == k)].groupby("policy")["value"].mean()
     chart = alt.Chart(per_policy).encode(y=alt.Y("policy:N", title=None),
                                          color=alt.Color("estimator:N", scale=alt.Scale(scheme="tableau10")),
                                          yOffset="estimator:N")
-    layers = (chart.mark_rule().encode(x=alt.X("low:Q", title=f"value of the top-{k} list"), x2="high:Q")
+    layers = (chart.mark_rule().encode(x=alt.X("low:Q", title=what.format(k=k)), x2="high:Q")
               + chart.mark_point(filled=True).encode(x="value:Q", shape=alt.Shape("reliable:N"),
                                                      tooltip=["policy", "estimator", "value", "low", "high",
                                                               "effective_sample_size", "flag"]))
@@ -45,7 +56,8 @@ def render(run: Run, runs: list[Run]) -> None:
     if run.has("off_policy_summary.parquet"):
         st.subheader("Against the truth: bias, RMSE, interval coverage")
         summary = table(run, "off_policy_summary")
-        st.dataframe(summary[summary["k"] == k].round(4), width="stretch", hide_index=True)
+        summary = summary[(summary["k"] == k) & summary["estimator"].isin(set(at_k["estimator"]))]
+        st.dataframe(summary.round(4), width="stretch", hide_index=True)
     if run.has("logging_model.parquet"):
         st.subheader("Estimated logging policy (propensity: estimate)")
         st.dataframe(table(run, "logging_model").round(4), width="stretch", hide_index=True)

@@ -115,6 +115,6 @@ def _refuse(frame: pd.DataFrame, wrong, origin: str, column: str, rule: str, gro
     first = int(np.flatnonzero(wrong)[0])
     if group:
         raise DataError(f"{origin}: {rule}; {int(frame[SLATE_ID][wrong].nunique())} impression(s) break it, e.g. "
-                        f"{column} {frame[SLATE_ID].iloc[first]!r} (row {first + 1})")
+                        f"{column} {examples(frame[SLATE_ID].iloc[[first]])} (row {first + 1})")
     raise DataError(f"{origin}: column {column!r}: {rule}; {int(wrong.sum())} row(s) break it, first at row "
                     f"{first + 1}")

@@ -4,8 +4,9 @@ The generator makes users (age, gender, location, traffic source, membership), a
 name and description are written from templates (category nouns and materials, style adjectives, quality
 phrases), and events at realistic times of day on a device.  A logging policy picks the shown item and every
 event stores its propensity: uniformly random (``1 / n_items``) by default, or, with ``logging: softmax``, a
-production-like logger (``ClickModel.logging_probabilities``) that favours items by a noisy view of the truth.  Clicks are drawn from ``ClickModel``,
-a logistic model of user x item x time interactions with two non-linear parts (a U-shaped price
+production-like logger (``ClickModel.logging_probabilities``) that favours items by a noisy view of the truth.
+With ``slate_size`` above 1 every impression shows several items (``synthetic_slates.py``).  Clicks are drawn
+from ``ClickModel``, a logistic model of user x item x time interactions with two non-linear parts (a U-shaped price
 sensitivity in age, and a random tanh network over user, context and item attributes).  The click model
 can return the probability of *any* item for *any* event, which is what lets the evaluation score policies
 against the truth and compute the Oracle.
@@ -21,7 +22,9 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import EffectsConfig, SyntheticConfig
-from pipeline.data.dataset import DAYPARTS, EVENT_ID, ITEM_ID, PROPENSITY, RESPONSE, TIMESTAMP, USER_ID, Dataset, time_context
+from pipeline.data.dataset import (CASCADE_PROPENSITY, DAYPARTS, EVENT_ID, ITEM_ID, POSITION, PROPENSITY, RESPONSE,
+                                   SLATE_ID, SLATE_PROPENSITY, TIMESTAMP, USER_ID, Dataset, time_context)
+from pipeline.data.synthetic_slates import log_slates
 
 # ------------------------------------------------------------------------------------- vocabularies
 CATEGORIES = {
@@ -172,6 +175,7 @@ class ClickModel:
         self.scales = np.ones(len(TERMS))
         self.intercept = 0.0
         self.logger = np.zeros(0)  # softmax logger: [temperature, uniform share, per-item error...]; empty: uniform
+        self.examination = np.zeros(0)  # slate logs: probability of looking at each slot; empty: one item per event
 
     # ----------------------------------------------------------------------------------- terms
     def event_arrays(self, events: pd.DataFrame) -> _EventArrays:
@@ -284,15 +288,21 @@ class ClickModel:
             out[rows] = self._logger(self._grid_logits(ev, rows))
         return out
 
-    def logged_value(self, events: pd.DataFrame, chunk_size: int = 512) -> np.ndarray:
+    def logged_value(self, events: pd.DataFrame) -> np.ndarray:
         """The logging policy's true value per event, ``sum_a p(a | x) P(click | x, a)`` (one logit grid for both)."""
-        ev = self.event_arrays(events)
         out = np.empty(len(events))
+        for rows, logger, clicks in self.blocks(events):
+            out[rows] = (logger * clicks).sum(axis=1)
+        return out
+
+    def blocks(self, events: pd.DataFrame, chunk_size: int = 512):
+        """Per block of event rows: (rows, the logger's one-item distribution, every item's click probability),
+        both (rows, items) from one logit grid."""
+        ev = self.event_arrays(events)
         for start in range(0, len(events), chunk_size):
             rows = np.arange(start, min(start + chunk_size, len(events)))
             logits = self._grid_logits(ev, rows)
-            out[rows] = (self._logger(logits) * _sigmoid(logits)).sum(axis=1)
-        return out
+            yield rows, self._logger(logits), _sigmoid(logits)
 
     def _logger(self, logits: np.ndarray) -> np.ndarray:
         """The logging policy's distribution over the items, from the true logits of a block of events."""
@@ -334,6 +344,7 @@ class ClickModel:
     def load(cls, path: Path) -> "ClickModel":
         model = cls.__new__(cls)
         model.logger = np.zeros(0)  # click models saved before softmax logging: uniform
+        model.examination = np.zeros(0)  # ... and before slate logs: one item per event
         with np.load(path, allow_pickle=False) as arrays:
             for name in arrays.files:
                 value = arrays[name]
@@ -355,12 +366,18 @@ def generate(config: SyntheticConfig, seed: int) -> Dataset:
     if config.logging == "softmax":
         model.logger = np.r_[config.logging_temperature, config.logging_uniform_share,
                              rng.normal(scale=config.logging_noise, size=len(items))]
-    shown, propensity = _log_items(model, events, rng)
-    events[ITEM_ID] = items[ITEM_ID].to_numpy()[shown]
-    events[PROPENSITY] = propensity
-    events[RESPONSE] = (rng.random(len(events)) < model.probability_of(events, events[ITEM_ID].to_numpy())).astype(np.int8)
-
     columns = [EVENT_ID, USER_ID, ITEM_ID, RESPONSE, PROPENSITY, TIMESTAMP, "device", "daypart", "is_weekend"]
+    if config.slate_size > 1:
+        model.examination = np.asarray(config.examination())
+        events = log_slates(model, events, items[ITEM_ID].to_numpy(), config.slate_size, model.examination, rng)
+        columns += [SLATE_ID, POSITION, SLATE_PROPENSITY, CASCADE_PROPENSITY]
+    else:
+        shown, propensity = _log_items(model, events, rng)
+        events[ITEM_ID] = items[ITEM_ID].to_numpy()[shown]
+        events[PROPENSITY] = propensity
+        events[RESPONSE] = (rng.random(len(events)) < model.probability_of(events, events[ITEM_ID].to_numpy())
+                            ).astype(np.int8)
+
     public_items = items.drop(columns=["style", "quality"])  # hidden attributes stay with the click model
     return Dataset(
         interactions=events[columns],

@@ -47,13 +47,16 @@ class LoggedTestEvents:
     reward_model: CrossFittedRewardModel
 
     @classmethod
-    def build(cls, features: FoldFeatures, propensity: np.ndarray, reward_model: CrossFittedRewardModel
-              ) -> "LoggedTestEvents":
-        test = features.test[[CONTEXT_ID, ITEM_ID]].reset_index(drop=True)
+    def build(cls, features: FoldFeatures, propensity: np.ndarray, reward_model: CrossFittedRewardModel,
+              rows: np.ndarray | None = None) -> "LoggedTestEvents":
+        """``rows``: which test rows to use (a mask; on a slate log the top slot's, whose clicks the slot does not
+        damp), all by default."""
+        logged_items = set(features.train[ITEM_ID].tolist()) | set(features.test[ITEM_ID].tolist())
+        keep = np.ones(len(features.test), dtype=bool) if rows is None else rows
+        test = features.test[[CONTEXT_ID, ITEM_ID]][keep].reset_index(drop=True)
         context_ids = pd.unique(test[CONTEXT_ID])
-        logged_items = set(features.train[ITEM_ID].tolist()) | set(test[ITEM_ID].tolist())
         return cls(test, context_ids, pd.Index(context_ids).get_indexer(test[CONTEXT_ID]),
-                   features.test[RESPONSE].to_numpy(dtype=float), np.asarray(propensity, dtype=float),
+                   features.test[RESPONSE].to_numpy(dtype=float)[keep], np.asarray(propensity, dtype=float)[keep],
                    reward_model.predict(test[CONTEXT_ID], test[ITEM_ID]), logged_items, reward_model)
 
     def feedback(self, terms: TargetTerms) -> LoggedFeedback:

@@ -31,8 +31,8 @@ weights, and what each needs to be unbiased (Open Bandit Pipeline's definitions;
   carry, so PI is computed for logging that is uniform over the slates without repeated items, ``m`` items
   (``m = 1 / p``); solving ``Gamma v = q`` there gives
   ``W_i = (m-1) sum_k pi(a_ik at k) + (m-1)/(m-L) sum_k pi(a_ik in the list) - (L-1) m/(m-L)`` (may be
-  negative; ``(m-1) sum_k pi(a_ik at k) + 2 - L`` when ``L = m``).  Its rows are flagged when the propensities
-  are not uniform;
+  negative; ``(m-1) sum_k pi(a_ik at k) + 2 - L`` when ``L = m``).  It is not computed when the propensities
+  vary;
 - **SN-SIPS**, **SN-IIPS**, **SN-RIPS**: the self-normalised versions (consistent, not unbiased).
 
 Intervals, draws and overlap diagnostics are those of the one-item estimators (``intervals.py``,
@@ -204,6 +204,9 @@ def missing_input(estimator: type[SlateEstimator], logged: LoggedSlates) -> str 
         return "needs the logging policy's probability of each whole slate (a slate_propensity column)"
     if estimator.weighting == "cascade" and logged.cascade_propensity is None:
         return "needs the logging policy's probability of each slate's first k items (a cascade_propensity column)"
+    if estimator.weighting == "pseudoinverse" and not logged.uniform_logging:
+        return ("needs uniform logging (its closed form; the log's item-position propensities vary, and the "
+                "general pseudoinverse needs pairwise slot probabilities no log column carries)")
     return None
 
 
@@ -242,8 +245,6 @@ def slate_estimates(terms: SlateTerms, logged: LoggedSlates, config: OffPolicyCo
             continue
         data = slate_feedback(estimator, logged, terms)
         diagnostics = overlap(data, terms.unsupported, config)
-        if estimator.weighting == "pseudoinverse" and not logged.uniform_logging:
-            _flag(diagnostics, "PI's weights assume uniform (or slot-independent) logging; these propensities vary")
         result = estimate(estimator(), data, bootstrap, logged.context_ids, f"{policy}/{estimator.name}@{k}")
         rows.append(off_policy_row(policy, fold, k, estimator.name, result, diagnostics, "none", terms.method))
         if result.draws is not None:
@@ -268,7 +269,3 @@ def unavailable_estimators(logged: LoggedSlates) -> dict[str, str]:
     """Slate estimators this log cannot support, with the reason (for the run's notes)."""
     return {name: reason for name, cls in SLATE_ESTIMATORS.items() if (reason := missing_input(cls, logged))}
 
-
-def _flag(diagnostics: dict, problem: str) -> None:
-    diagnostics["reliable"] = False
-    diagnostics["flag"] = "; ".join(filter(None, [diagnostics["flag"], problem]))
