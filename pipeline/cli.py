@@ -203,8 +203,8 @@ def run(config, quiet: bool) -> int:
             print(format_off_policy(outcome.off_policy, slots, [*SLATE_ESTIMATORS, OBSERVED_SLATE]))
     if outcome.off_policy_summary is not None:
         overall = outcome.off_policy_summary.query("policy == 'ALL'").set_index(["k", "estimator"])
-        print("\nOff-policy estimates against the truth (true_ctr@k) over all (policy, seed, fold) cases "
-              "(off_policy_summary.csv):")
+        print("\nOff-policy estimates against the truth (true_ctr@k; slate estimators: true_slate_ctr@L) over all "
+              "(policy, seed, fold) cases (off_policy_summary.csv):")
         print(overall[["cases", "bias", "rmse", "coverage", "mean_effective_sample_size", "unreliable_cases"]]
               .to_string(float_format="{:.4f}".format))
     if outcome.replay is not None:

@@ -261,6 +261,10 @@ def _run_seed(config: PipelineConfig, policies, run_dir: RunDirectory, timer: St
             raise ConfigError("evaluation.external_policies are evaluated off-policy, which needs the log's "
                               "propensities (data.files.columns.propensity, or 'estimate') and "
                               "evaluation.off_policy.enabled: true")
+        if dataset.slate_size is not None:
+            raise ConfigError("evaluation.external_policies are not supported on slate logs (a position column): "
+                              "their files give one item's probabilities per event, not a policy's slot "
+                              "probabilities; evaluate them on a one-item-per-event log")
         item_column = config.data.files.columns.item_id if config.data.files is not None else ITEM_ID
         external = {name: load_external_policy(name, settings, dataset, item_column)
                     for name, settings in config.evaluation.external_policies.items()}
@@ -297,36 +301,13 @@ def _run_seed(config: PipelineConfig, policies, run_dir: RunDirectory, timer: St
                 tables.metrics += [frame.assign(seed=seed) for frame in oracle_rows]
         if use_off_policy:
             with timer.stage("off_policy"):
-                settings = config.evaluation.off_policy
-                reward_model = CrossFittedRewardModel(settings.reward_model, settings.cross_fit, seed).fit(features)
-                if reward_model.fallback_:
-                    tables.note(f"seed {seed} fold {fold.index}: the logistic reward model of the DR-type estimators "
-                                f"could not be fitted ({reward_model.fallback_}); it used item means instead (column "
-                                "reward_model of off_policy.csv)")
-                context.test_propensity = _test_propensities(dataset, features, fold, seed, tables)
-                # On a slate log the one-item and top-k estimators read the top slot only: lower slots' clicks are
-                # damped by the position; the slate estimators use every slot.
-                top_slot = (dataset.interactions[POSITION].to_numpy()[fold.test_rows] == 1
-                            if dataset.slate_size is not None else None)
-                context.logged = LoggedTestEvents.build(features, context.test_propensity, reward_model, top_slot)
-                ks = decision_ks(config.evaluation) if dataset.slate_size is None else [1]  # observed: slot 1
-                rows, draws = logging_policy_estimates(context.logged, settings, ks, context.bootstrap, fold.index)
-                tables.off_policy.append(rows.assign(seed=seed))
-                tables.add_draws(draws, seed, fold.index, LOGGING)
-                if dataset.slate_size is not None:
-                    context.slates = _logged_slates(dataset, features, fold, context, config, tables)
-                for name, probabilities in external.items():
-                    targets = external_target_terms(
-                        probabilities, features.test[[EVENT_ID, CONTEXT_ID, ITEM_ID]].reset_index(drop=True),
-                        decision_ks(config.evaluation), reward_model, context.logged.logged_items, name,
-                        str(config.evaluation.external_policies[name].file), first_row_event(dataset))
-                    rows, draws = policy_estimates(targets, context.logged, settings, dataset.n_items,
-                                                   context.bootstrap, name, fold.index)
-                    tables.off_policy.append(rows.assign(seed=seed))
-                    tables.add_draws(draws, seed, fold.index, name)
+                _prepare_off_policy(dataset, features, fold, context, config, external, tables)
         context.bootstrap.release()  # the tasks draw their own copy of the weights from the seed
         if config.evaluation.replay.enabled:
             context.replay_order = _replay_order(dataset, fold.test_rows)
+            if dataset.slate_size is not None:  # the top slot's rows, as for the one-item estimators
+                positions = dataset.interactions[POSITION].to_numpy()[fold.test_rows]
+                context.replay_order = context.replay_order[positions[context.replay_order] == 1]
             if context.logged is None:
                 tables.note("replay with learning assumes the log was collected uniformly at random (Li et al. "
                             "2011): the data has no propensities to correct for anything else")
@@ -355,6 +336,40 @@ def _run_seed(config: PipelineConfig, policies, run_dir: RunDirectory, timer: St
             curves, summary = simulate(config, dataset, vectors, policies, seed)
         tables.simulation.append(curves.assign(seed=seed))
         tables.simulation_summary.append(summary.assign(seed=seed))
+
+
+def _prepare_off_policy(dataset, features, fold, context: FoldContext, config: PipelineConfig, external: dict,
+                        tables: _Tables) -> None:
+    """The fold's logged test events for the estimators (into ``context``), the logging policy's own rows, the
+    slate log's rows, and the external policies' estimates."""
+    seed = context.seed
+    settings = config.evaluation.off_policy
+    reward_model = CrossFittedRewardModel(settings.reward_model, settings.cross_fit, seed).fit(features)
+    if reward_model.fallback_:
+        tables.note(f"seed {seed} fold {fold.index}: the logistic reward model of the DR-type estimators "
+                    f"could not be fitted ({reward_model.fallback_}); it used item means instead (column "
+                    "reward_model of off_policy.csv)")
+    context.test_propensity = _test_propensities(dataset, features, fold, seed, tables)
+    # On a slate log the one-item and top-k estimators read the top slot only (lower slots' clicks are damped by
+    # the position); the slate estimators use every slot.
+    top_slot = (dataset.interactions[POSITION].to_numpy()[fold.test_rows] == 1
+                if dataset.slate_size is not None else None)
+    context.logged = LoggedTestEvents.build(features, context.test_propensity, reward_model, top_slot)
+    ks = decision_ks(config.evaluation) if dataset.slate_size is None else [1]  # observed: slot 1
+    rows, draws = logging_policy_estimates(context.logged, settings, ks, context.bootstrap, fold.index)
+    tables.off_policy.append(rows.assign(seed=seed))
+    tables.add_draws(draws, seed, fold.index, LOGGING)
+    if dataset.slate_size is not None:
+        context.slates = _logged_slates(dataset, features, fold, context, config, tables)
+    for name, probabilities in external.items():
+        targets = external_target_terms(
+            probabilities, features.test[[EVENT_ID, CONTEXT_ID, ITEM_ID]].reset_index(drop=True),
+            decision_ks(config.evaluation), reward_model, context.logged.logged_items, name,
+            str(config.evaluation.external_policies[name].file), first_row_event(dataset))
+        rows, draws = policy_estimates(targets, context.logged, settings, dataset.n_items, context.bootstrap, name,
+                                       fold.index)
+        tables.off_policy.append(rows.assign(seed=seed))
+        tables.add_draws(draws, seed, fold.index, name)
 
 
 def _logged_slates(dataset, features, fold, context: FoldContext, config: PipelineConfig, tables: _Tables

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from helpers import fake_obp_archive
 from pipeline.config import EvaluationConfig, FeaturesConfig, SplitConfig, SyntheticConfig, load_config
 from pipeline.data.synthetic import generate
 from pipeline.evaluation import run_policy
@@ -15,6 +16,7 @@ from pipeline.policies import LEARNING_POLICIES, NEIGHBORHOOD_POLICIES, make_pol
 from pipeline.runner import run_pipeline
 from pipeline.split import make_folds
 from pipeline.uncertainty import Bootstrap
+from scripts.open_bandit_dataset import main as convert_obd
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
@@ -27,6 +29,11 @@ def small_overrides(path: Path, output_dir: Path) -> list[str]:
     sets = [f"run.output_dir={output_dir}", "evaluation.bootstrap_resamples=20", "evaluation.diversity_sample=50"]
     if config.seeds:
         sets.append(f"seeds=[{config.seeds[0]}]")
+    if path.stem == "obd":  # the Open Bandit Dataset is not shipped: its layout, drawn at random, converted
+        fake_obp_archive(output_dir.parent / "obp.tar.gz")
+        convert_obd([str(output_dir.parent / "obp.tar.gz"), "--out", str(output_dir.parent / "obd")])
+        sets += [f"data.files.interactions={output_dir.parent / 'obd' / 'random_all' / 'interactions.csv'}",
+                 f"data.files.item_features={output_dir.parent / 'obd' / 'random_all' / 'items.csv'}"]
     if config.data.source == "synthetic":
         sets += ["data.synthetic.n_events=1200", "data.synthetic.n_users=200",
                  f"data.synthetic.n_items={min(config.data.synthetic.n_items, 40)}"]

@@ -1,15 +1,13 @@
 """Slate logs end to end: the synthetic shop's slates against its truth, a user's slate files, the Open Bandit
 Dataset layout through its converter, and every slate-log mistake named."""
 
-import io
 import json
-import tarfile
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import assert_clean_failure, run_cli
+from helpers import assert_clean_failure, fake_obp_archive, run_cli
 from pipeline.cli import main
 from pipeline.config import SyntheticConfig
 from pipeline.data.synthetic import ClickModel, generate
@@ -92,25 +90,6 @@ def test_own_slate_files_group_impressions_and_decide_on_iips(write_config, slat
     random = estimates.query("policy == 'Random' and estimator == 'IIPS'")
     logging = estimates.query("policy == 'Logging' and estimator == 'observed_slate'")
     assert 0 <= random["value"].item() <= 1 and 0 <= logging["value"].item() <= 1
-
-
-def fake_obp_archive(path, rows=3000, seed=0):
-    """An archive laid out like obp's source archive, with an OBD-format log drawn at random."""
-    rng = np.random.default_rng(seed)
-    log = pd.DataFrame({"timestamp": pd.date_range("2019-11-24", periods=rows, freq="min").astype(str),
-                        "item_id": rng.integers(20, size=rows), "position": rng.integers(1, 4, size=rows),
-                        "click": (rng.random(rows) < 0.05).astype(int), "propensity_score": 0.05,
-                        **{f"user_feature_{i}": rng.choice(["aa", "bb", "cc"], rows) for i in range(4)},
-                        "user-item_affinity_0": 0.0})
-    items = pd.DataFrame({"item_id": range(20), "item_feature_0": rng.normal(size=20),
-                          "item_feature_1": rng.choice(["x", "y"], 20)})
-    with tarfile.open(path, "w:gz") as archive:
-        for behavior in ("random", "bts"):
-            for name, frame in ((f"obd/{behavior}/all/all.csv", log), (f"obd/{behavior}/all/item_context.csv", items)):
-                data = frame.to_csv().encode()
-                info = tarfile.TarInfo(f"obp-0.5.7/obp/dataset/{name}")
-                info.size = len(data)
-                archive.addfile(info, io.BytesIO(data))
 
 
 def test_open_bandit_layout_runs_with_per_slot_estimates_only(write_config, tmp_path, capsys):
