@@ -200,3 +200,12 @@ def test_plackett_luce_marginals_equal_enumeration_of_every_slate():
             for k, item in enumerate(slate):
                 expected[k, item] += probability
         assert marginals[row] == pytest.approx(expected, rel=1e-12)
+
+
+def test_self_normalised_intervals_reach_at_least_as_far_as_the_unnormalised_ones():
+    logged, terms = hand_made_slates()
+    rows, _ = slate_estimates(terms, logged, SETTINGS, None, "P", 0)
+    rows = rows.set_index("estimator")
+    for name in ("IIPS", "SIPS", "RIPS"):
+        assert rows.loc[f"SN-{name}", "low"] <= rows.loc[name, "low"]
+        assert rows.loc[f"SN-{name}", "high"] >= rows.loc[name, "high"]

@@ -33,7 +33,8 @@ weights, and what each needs to be unbiased (Open Bandit Pipeline's definitions;
   ``W_i = (m-1) sum_k pi(a_ik at k) + (m-1)/(m-L) sum_k pi(a_ik in the list) - (L-1) m/(m-L)`` (may be
   negative; ``(m-1) sum_k pi(a_ik at k) + 2 - L`` when ``L = m``).  It is not computed when the propensities
   vary;
-- **SN-SIPS**, **SN-IIPS**, **SN-RIPS**: the self-normalised versions (consistent, not unbiased).
+- **SN-SIPS**, **SN-IIPS**, **SN-RIPS**: the self-normalised versions (consistent, not unbiased); their
+  intervals reach at least as far as their unnormalised twins' (``_at_least_as_wide``).
 
 Intervals, draws and overlap diagnostics are those of the one-item estimators (``intervals.py``,
 ``diagnostics.py``), with the bootstrap over test contexts (an impression's rows share one context when they
@@ -42,7 +43,8 @@ are grouped by ``slate_id``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import numpy as np
@@ -53,8 +55,8 @@ from pipeline.evaluation import LOGGING
 from pipeline.offpolicy.diagnostics import overlap
 from pipeline.offpolicy.estimators import Estimator, LoggedFeedback
 from pipeline.offpolicy.evaluate import OFF_POLICY_COLUMNS, off_policy_row
-from pipeline.offpolicy.intervals import estimate
-from pipeline.uncertainty import Bootstrap
+from pipeline.offpolicy.intervals import Estimate, estimate, widen
+from pipeline.uncertainty import Z_95, Bootstrap
 
 OBSERVED_SLATE = "observed_slate"  # the logging policy's per-slot click rate on its own slates
 
@@ -239,17 +241,35 @@ def pseudoinverse_weights(logged: LoggedSlates, terms: SlateTerms) -> np.ndarray
 def slate_estimates(terms: SlateTerms, logged: LoggedSlates, config: OffPolicyConfig, bootstrap: Bootstrap | None,
                     policy: str, fold: int) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Every slate estimator this log supports, for one policy: rows at ``k = L`` and draws by label."""
-    rows, draws, k = [], {}, logged.n_slots
+    rows, draws, k, unnormalised = [], {}, logged.n_slots, {}
     for estimator in SLATE_ESTIMATORS.values():
         if missing_input(estimator, logged) is not None:
             continue
         data = slate_feedback(estimator, logged, terms)
         diagnostics = overlap(data, terms.unsupported, config)
-        result = estimate(estimator(), data, bootstrap, logged.context_ids, f"{policy}/{estimator.name}@{k}")
+        label = f"{policy}/{estimator.name}@{k}"
+        result = estimate(estimator(), data, bootstrap, logged.context_ids, label)
+        if estimator.self_normalised:
+            result = _at_least_as_wide(result, unnormalised[estimator.weighting], bootstrap, label)
+        else:
+            unnormalised[estimator.weighting] = result
         rows.append(off_policy_row(policy, fold, k, estimator.name, result, diagnostics, "none", terms.method))
         if result.draws is not None:
             draws[f"{estimator.name}@{k}"] = result.draws
     return pd.DataFrame(rows, columns=OFF_POLICY_COLUMNS), draws
+
+
+def _at_least_as_wide(result: Estimate, unnormalised: Estimate, bootstrap: Bootstrap | None, label: str) -> Estimate:
+    """A self-normalised estimate's interval stretched to cover its unnormalised twin's.  With few matched
+    impressions, self-normalising can settle on the wrong value (an epsilon-greedy policy whose greedy slate is
+    never logged gets the value of its uniform part) with a Wilson interval on a large effective sample size:
+    SN-SIPS covered the truth in 82% of cases before this (``python -m bench.decision --shops slates``)."""
+    low, high = min(result.low, unnormalised.low), max(result.high, unnormalised.high)
+    se = max(result.se, (high - low) / (2 * Z_95)) if np.isfinite(result.se) else result.se
+    draws = result.draws
+    if draws is not None and np.isfinite(se):
+        draws = widen(draws, result.value, se, seed=[bootstrap.seed, zlib.crc32(label.encode()), 1])
+    return replace(result, low=low, high=high, se=se, draws=draws)
 
 
 def logging_slate_estimate(logged: LoggedSlates, config: OffPolicyConfig, bootstrap: Bootstrap | None, fold: int
