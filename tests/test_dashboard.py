@@ -118,6 +118,20 @@ def test_leaderboard_says_why_cells_are_missing(runs, monkeypatch, tmp_path):
     assert note in [warning.value for warning in at.warning]
 
 
+def test_leaderboard_cells_say_how_many_folds_had_no_value(runs, monkeypatch, tmp_path):
+    runs_dir, made, _ = runs
+    holed = tmp_path / "runs" / made["main"].name
+    shutil.copytree(made["main"], holed)
+    metrics = pd.read_parquet(holed / "metrics.parquet")
+    hole = (metrics["policy"] == "LinUCB") & (metrics["metric"] == "CTR") & (metrics["k"] == 3) & (metrics["seed"] == 2)
+    metrics.loc[hole, ["value", "low", "high"]] = np.nan  # seed 2's only fold has no value
+    metrics.to_parquet(holed / "metrics.parquet")
+    at = open_app(holed.parent, monkeypatch, holed.name, "Leaderboard")
+    cells = pd.concat([frame.value for frame in at.dataframe], axis=1)
+    assert cells.loc["LinUCB", "CTR@3"].endswith("(n/a in 1 of 2 test folds)")
+    assert "n/a in" not in cells.loc["Random", "CTR@3"]
+
+
 def test_metrics_at_k_table_matches_the_run(runs, monkeypatch):
     runs_dir, made, _ = runs
     at = open_app(runs_dir, monkeypatch, made["main"].name, "Metrics at k")

@@ -141,6 +141,9 @@ def test_estimators_are_unbiased_exactly_over_every_slate(logging):
     pi = expectation("PI", logged, terms, probability)
     if logging == "uniform":  # PI's closed form is exact for uniform logging without replacement
         assert pi == pytest.approx(truth, rel=1e-12)
+        # ... and the often-quoted sum_k w_k - (L - 1), exact for slot-independent logging, is not
+        naive = np.bincount(logged.slate, weights=terms.slot / logged.propensity)[logged.slate] - 1
+        assert abs(float((naive * logged.reward * probability).sum()) / 2 - truth) > 0.01
     else:
         assert abs(pi - truth) > 1e-3  # and biased otherwise (its rows are flagged)
 

@@ -12,7 +12,8 @@ ORACLE = "Oracle"
 
 
 def metric_summary(run: Run) -> pd.DataFrame:
-    """``policy, metric, k, value, low, high, support`` averaged over folds, and over seeds when several.
+    """``policy, metric, k, value, low, high, support`` averaged over folds, and over seeds when several, with
+    ``defined`` of ``cells`` (seed, fold) cells holding a value (an AUC without a clicked event has none).
 
     With one seed the interval is the bootstrap interval (averaged over folds); with three or more it is the
     pipeline's 95% interval across seeds (``seed_summary``); with two seeds, where a t-interval says nothing,
@@ -21,13 +22,14 @@ def metric_summary(run: Run) -> pd.DataFrame:
     metrics = table(run, "metrics")
     keys = ["policy", "metric", "k"]
     summary = metrics.groupby(keys, sort=False)[["value", "low", "high", "support"]].mean().reset_index()
+    cells = metrics.groupby(keys, sort=False)["value"].agg(defined="count", cells="size").reset_index()
     if len(run.seeds) > 1 and run.has("seed_summary.parquet"):
         across = table(run, "seed_summary").rename(columns={"mean": "value"})[keys + ["value", "low", "high"]]
         merged = summary.merge(across, on=keys, suffixes=("_bootstrap", ""))
         for bound in ("low", "high"):  # no interval across seeds (fewer than three): the bootstrap's
             merged[bound] = merged[bound].fillna(merged[f"{bound}_bootstrap"])
         summary = merged[keys + ["value", "low", "high", "support"]]
-    return summary
+    return summary.merge(cells, on=keys)  # defined / cells: the (seed, fold) cells with a value / all of them
 
 
 def with_interval(value: float, low: float, high: float) -> str:

@@ -74,8 +74,9 @@ def render(run: Run, runs: list[Run]) -> None:
 def _cells(values: pd.DataFrame, summary: pd.DataFrame, off_policy: pd.DataFrame | None, k: int) -> pd.DataFrame:
     """Each value with its interval: metrics from the metric summary, off-policy estimates from their rows."""
     intervals = {}
-    for r in summary.itertuples():
-        intervals.setdefault(f"{r.metric}@{r.k}", {})[r.policy] = (r.value, r.low, r.high)
+    for r in summary.itertuples():  # a mean over fewer cells than the run has says so
+        missing = f" (n/a in {r.cells - r.defined} of {r.cells} test folds)" if 0 < r.defined < r.cells else ""
+        intervals.setdefault(f"{r.metric}@{r.k}", {})[r.policy] = (r.value, r.low, r.high, missing)
     if off_policy is not None:
         slate = off_policy["estimator"].isin([*SLATE_ESTIMATORS, OBSERVED_SLATE])  # at the log's slots, not k
         at_k = off_policy[slate | (off_policy["k"] == k)]

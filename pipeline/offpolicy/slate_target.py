@@ -26,7 +26,7 @@ import pandas as pd
 
 from pipeline.data.dataset import CONTEXT_ID, ITEM_ID
 from pipeline.offpolicy.slate import LoggedSlates, SlateTerms
-from pipeline.offpolicy.target import scorer_kind
+from pipeline.offpolicy.target import MONTE_CARLO_CELLS, scorer_kind
 from pipeline.scoring import ScoringInput, top_k
 
 CHUNK_CELLS = 2_000_000  # contexts x draws x draws x slots held at once
@@ -45,6 +45,8 @@ def slate_target_terms(recommendations: pd.DataFrame, scorer, inputs: ScoringInp
         if list(inputs.context_ids) != list(logged.context_ids):
             raise AssertionError("the scoring input and the logged slates must list the test contexts alike")
         explore = {"uniform": 1.0, "epsilon": getattr(scorer, "epsilon", 0.0), "sampling": 0.0}[kind]
+        if kind == "sampling":  # the same budget of scored cells as the one-item estimators' Monte Carlo
+            samples = int(max(1, min(samples, MONTE_CARLO_CELLS // max(len(logged.context_ids) * len(arms), 1))))
         method = {"uniform": "uniform random lists", "epsilon": "greedy list + epsilon x uniform random lists",
                   "sampling": f"Monte Carlo, {samples} lists per context"}[kind]
 
