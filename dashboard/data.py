@@ -15,6 +15,7 @@ import pandas as pd
 import streamlit as st
 import yaml
 
+from pipeline import layout
 from pipeline.values import plain
 
 
@@ -41,6 +42,9 @@ class Run:
     def has(self, relative: str) -> bool:
         return (self.path / relative).is_file()
 
+    def has_table(self, name: str) -> bool:
+        return self.has(layout.parquet(name))
+
 
 def list_runs(root: Path) -> tuple[list[Run], list[str]]:
     """Complete runs under ``root``, newest first, and a message per folder that could not be read."""
@@ -48,7 +52,7 @@ def list_runs(root: Path) -> tuple[list[Run], list[str]]:
     if not root.is_dir():
         return [], [f"no run directory at {root}: run `python -m pipeline run configs/default.yaml` first"]
     for folder in sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), reverse=True):
-        marker = folder / "run.json"
+        marker = folder / layout.RUN_JSON
         if not marker.is_file():
             continue  # not a run (or an incomplete one, which the pipeline never leaves under this name)
         try:
@@ -67,8 +71,9 @@ def _read_table(path: str, modified: float, columns: tuple | None) -> pd.DataFra
 
 
 def table(run: Run, name: str, columns: tuple | None = None) -> pd.DataFrame:
-    """``<run>/<name>.parquet`` as a DataFrame; ``RunDataError`` if it is missing or corrupt."""
-    path = run.file(f"{name}.parquet")
+    """``<run>/<name>.parquet`` as a DataFrame (``name`` from ``pipeline.layout``); ``RunDataError`` if it is
+    missing or corrupt."""
+    path = run.file(layout.parquet(name))
     if not path.is_file():
         raise RunDataError(f"{name}.parquet is not in run {run.name}")
     try:
@@ -85,7 +90,7 @@ def _read_rows(path: str, modified: float, filters: tuple) -> pd.DataFrame:
 def rows(run: Run, name: str, **equal) -> pd.DataFrame:
     """The rows of ``<run>/<name>.parquet`` whose columns equal the given values, read with Parquet filters
     (row groups that cannot match are skipped, so one context of a million-event run reads fast)."""
-    path = run.file(f"{name}.parquet")
+    path = run.file(layout.parquet(name))
     if not path.is_file():
         raise RunDataError(f"{name}.parquet is not in run {run.name}")
     filters = tuple((column, "==", plain(value)) for column, value in equal.items())
@@ -96,7 +101,7 @@ def rows(run: Run, name: str, **equal) -> pd.DataFrame:
 
 
 def resolved_config(run: Run) -> str:
-    path = run.file("config.yaml")
+    path = run.file(layout.CONFIG)
     if not path.is_file():
         raise RunDataError(f"config.yaml is not in run {run.name}")
     text = path.read_text()

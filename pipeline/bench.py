@@ -35,6 +35,7 @@ import pandas as pd
 import psutil
 from scipy.stats import chi2_contingency
 
+from pipeline import layout
 from pipeline.config import PipelineConfig, load_config
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
@@ -135,7 +136,7 @@ def run_mab2rec(config: PipelineConfig, our_run: Path) -> dict:
                               batch_size=config.evaluation.batch_size)
     wall = time.perf_counter() - started
     rows = [(policy, m.name, m.k, float(values[m.label])) for policy, values in scores.items() for m in metrics]
-    ours = pd.read_parquet(Path(our_run) / "recommendations.parquet")
+    ours = pd.read_parquet(Path(our_run) / layout.parquet(layout.RECOMMENDATIONS))
     return {"wall": wall, "metrics": pd.DataFrame(rows, columns=["policy", "metric", "k", "mab2rec"]),
             "lists": compare_lists(ours, lists)}
 

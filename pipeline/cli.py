@@ -97,7 +97,7 @@ def serve(args) -> int:
     import uvicorn
 
     from pipeline.rundir import check_complete_run
-    from pipeline.runner import safe_name
+    from pipeline.layout import safe_name
     from pipeline.serving.app import create_app
 
     check_complete_run(Path(args.run_dir))

@@ -31,9 +31,10 @@ import pandas as pd
 import yaml
 
 from pipeline.errors import PipelineError
+from pipeline.layout import RUN_JSON
 
 PARTIAL_PREFIX = ".partial-"
-COMPLETE_MARKER = "run.json"
+COMPLETE_MARKER = RUN_JSON
 OWNER_FILE = ".owner"
 WORK_DIR = ".work"
 UNLOCKED_GRACE_SECONDS = 600  # a partial folder without an owner file (an older version's) is stale after this

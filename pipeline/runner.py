@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import platform
-import re
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -29,6 +28,7 @@ from pipeline.decision import choose_metric, decide, decision_values, pooled_dra
 from pipeline.evaluation import LOGGING, ORACLE, TRUE_SLATE_CTR, GroundTruth, check_inputs, logging_truth_rows, oracle_replay_rows
 from pipeline.executor import FoldContext, decision_draws, decision_ks, make_executor
 from pipeline.errors import ConfigError
+from pipeline import layout
 from pipeline.features import fold_features, item_featurizer, item_vectors
 from pipeline.offpolicy import (OBSERVED_SLATE, SLATE_ESTIMATORS, CrossFittedRewardModel, LoggedSlates, LoggedTestEvents,
                                 logging_policy_estimates, logging_slate_estimate, policy_estimates,
@@ -105,7 +105,7 @@ def run_pipeline(config: PipelineConfig, progress: bool = True) -> RunOutcome:
     tables = _Tables()
     with RunDirectory(config.run.output_dir, config.run.name or "run") as run_dir:
         bar = tqdm(total=len(seeds) * n_folds * len(policies), desc="policies", unit="policy", disable=not progress)
-        tables.recommendations = RecommendationsFile(run_dir.file("recommendations.parquet"),
+        tables.recommendations = RecommendationsFile(run_dir.file(layout.parquet(layout.RECOMMENDATIONS)),
                                                      config.evaluation.leaderboard_k)
         executor = make_executor(config.executor, max_tasks=len(policies), scratch=run_dir.work_dir)
         try:
@@ -120,9 +120,9 @@ def run_pipeline(config: PipelineConfig, progress: bool = True) -> RunOutcome:
             decision = _write_decision(run_dir, tables, config, metrics, off_policy)
             table = leaderboard(metrics, config.evaluation.leaderboard_k, off_policy, decision.get("metric"),
                                 leaderboard_estimators(config))
-            run_dir.write_table("leaderboard", table.reset_index())
+            run_dir.write_table(layout.LEADERBOARD, table.reset_index())
         timings = {**timer.seconds, "total": time.perf_counter() - started}
-        run_dir.write_json("timings.json", timings)
+        run_dir.write_json(layout.TIMINGS_JSON, timings)
         run_dir.complete({
             "seeds": seeds,
             "split": config.split_method,
@@ -148,7 +148,7 @@ def _write_decision(run_dir: RunDirectory, tables: _Tables, config: PipelineConf
     """``decision.json`` (the pick, or null and why) and ``decision.csv`` (one row per policy); see decision.py."""
     draws = pd.concat(tables.draws, ignore_index=True) if tables.draws else pd.DataFrame(
         columns=["seed", "fold", "policy", "label", "resample", "value"])
-    run_dir.write_table("draws", draws, csv=False)
+    run_dir.write_table(layout.DRAWS, draws, csv=False)
     slate_estimates = off_policy is not None and (off_policy["estimator"] == OBSERVED_SLATE).any()
     label, kind, metric_reason = choose_metric(config.evaluation, "true_ctr" in set(metrics["metric"]),
                                                off_policy is not None, tables.replay_biased,
@@ -165,9 +165,9 @@ def _write_decision(run_dir: RunDirectory, tables: _Tables, config: PipelineConf
                                  metric_reason, baseline, n_test, reliable)
     if kind == "replay":
         decision["reason"] += " Replay metric: trust it only if the log was collected uniformly at random."
-    run_dir.write_json("decision.json", decision)
+    run_dir.write_json(layout.DECISION_JSON, decision)
     if len(table):
-        run_dir.write_table("decision", table)
+        run_dir.write_table(layout.DECISION, table)
     return decision
 
 
@@ -175,17 +175,17 @@ def _write_tables(run_dir: RunDirectory, tables: _Tables, config: PipelineConfig
     """Write every table gathered over seeds and folds; returns what the terminal report needs."""
     metrics = _with_seed_first(pd.concat(tables.metrics, ignore_index=True))
     metrics.insert(0, "run", run_dir.name)
-    run_dir.write_yaml("config.yaml", config.resolved())
-    run_dir.write_table("metrics", metrics)
+    run_dir.write_yaml(layout.CONFIG, config.resolved())
+    run_dir.write_table(layout.METRICS, metrics)
     if len(config.seed_list) > 1:
-        run_dir.write_table("seed_summary", seed_summary(metrics))
-    run_dir.write_table("fold_summary", fold_summary(metrics))
+        run_dir.write_table(layout.SEED_SUMMARY, seed_summary(metrics))
+    run_dir.write_table(layout.FOLD_SUMMARY, fold_summary(metrics))
     tables.recommendations.close(run_dir)
-    run_dir.write_table("test_contexts", pd.concat(tables.test_contexts, ignore_index=True), csv=False)
+    run_dir.write_table(layout.TEST_CONTEXTS, pd.concat(tables.test_contexts, ignore_index=True), csv=False)
     summary = estimates = None
     if tables.off_policy:
         estimates = _with_seed_first(pd.concat(tables.off_policy, ignore_index=True))
-        run_dir.write_table("off_policy", estimates)
+        run_dir.write_table(layout.OFF_POLICY, estimates)
         truth = metrics.rename(columns={"value": "truth"})[["seed", "fold", "policy", "metric", "k", "truth"]]
         if (truth["metric"] == "true_ctr").any():
             candidates = estimates[estimates["policy"] != LOGGING]
@@ -193,20 +193,20 @@ def _write_tables(run_dir: RunDirectory, tables: _Tables, config: PipelineConfig
             summary = pd.concat([summarise_against_truth(candidates[~slate], truth[truth["metric"] == "true_ctr"]),
                                  summarise_against_truth(candidates[slate], truth[truth["metric"] == TRUE_SLATE_CTR])],
                                 ignore_index=True)
-            run_dir.write_table("off_policy_summary", summary)
+            run_dir.write_table(layout.OFF_POLICY_SUMMARY, summary)
     simulation = None
     if tables.simulation:
-        run_dir.write_table("simulation", _with_seed_first(pd.concat(tables.simulation, ignore_index=True)))
+        run_dir.write_table(layout.SIMULATION, _with_seed_first(pd.concat(tables.simulation, ignore_index=True)))
         simulation = _with_seed_first(pd.concat(tables.simulation_summary, ignore_index=True))
-        run_dir.write_table("simulation_summary", simulation)
+        run_dir.write_table(layout.SIMULATION_SUMMARY, simulation)
     if tables.replay:
-        run_dir.write_table("replay", _with_seed_first(pd.concat(tables.replay, ignore_index=True)))
+        run_dir.write_table(layout.REPLAY, _with_seed_first(pd.concat(tables.replay, ignore_index=True)))
     if tables.logging_model:
-        run_dir.write_table("logging_model", pd.DataFrame(tables.logging_model))
+        run_dir.write_table(layout.LOGGING_MODEL, pd.DataFrame(tables.logging_model))
     if tables.diagnostics:
-        run_dir.write_table("safeguards", pd.DataFrame(tables.diagnostics,
+        run_dir.write_table(layout.SAFEGUARDS, pd.DataFrame(tables.diagnostics,
                                                        columns=["seed", "policy", "fold", "counter", "count"]))
-    run_dir.write_json("versions.json", library_versions())
+    run_dir.write_json(layout.VERSIONS_JSON, library_versions())
     return metrics, estimates, summary, simulation
 
 
@@ -223,15 +223,14 @@ def _run_seed(config: PipelineConfig, policies, run_dir: RunDirectory, timer: St
     with timer.stage("item_features"):
         items = item_featurizer(dataset, config.features, seed)
         vectors = item_vectors(items, dataset.items) if items is not None else None
-    prefix = f"artifacts/seed_{seed}"
     if items is not None:
-        run_dir.write_pickle(f"{prefix}/item_featurizer.joblib", items)
-        run_dir.write_table(f"{prefix}/item_vectors", vectors, csv=False)
-        run_dir.write_table(f"{prefix}/item_map", item_map(vectors, dataset.items, seed), csv=False)
+        run_dir.write_pickle(layout.item_featurizer(seed), items)
+        run_dir.write_table(layout.item_vectors(seed), vectors, csv=False)
+        run_dir.write_table(layout.item_map(seed), item_map(vectors, dataset.items, seed), csv=False)
     if dataset.click_model is not None:
-        dataset.click_model.save(run_dir.file(f"{prefix}/click_model.npz"))
+        dataset.click_model.save(run_dir.file(layout.click_model(seed)))
         for name, frame in (("interactions", dataset.interactions), ("users", dataset.users), ("items", dataset.items)):
-            run_dir.write_table(f"data/seed_{seed}/{name}", frame, csv=False)
+            run_dir.write_table(layout.data_table(seed, name), frame, csv=False)
     use_truth = config.evaluation.ground_truth and dataset.click_model is not None
     use_off_policy = config.evaluation.off_policy.enabled and dataset.has_propensity
     if config.evaluation.off_policy.enabled and not dataset.has_propensity:
@@ -281,7 +280,7 @@ def _run_seed(config: PipelineConfig, policies, run_dir: RunDirectory, timer: St
         tables.test_contexts.append(pd.DataFrame({"seed": seed, "fold": fold.index,
                                                   CONTEXT_ID: np.sort(features.test[CONTEXT_ID].unique())}))
         if features.context_featurizer is not None:
-            run_dir.write_pickle(f"{prefix}/fold_{fold.index}/context_featurizer.joblib", features.context_featurizer)
+            run_dir.write_pickle(layout.context_featurizer(seed, fold.index), features.context_featurizer)
         context = FoldContext(seed, fold.index, features, vectors, config.evaluation,
                               Bootstrap(features.test[CONTEXT_ID].to_numpy(), config.evaluation.bootstrap_resamples,
                                         seed), dataset.n_items)
@@ -487,7 +486,7 @@ class RecommendationsFile:
     def close(self, run_dir: RunDirectory) -> None:
         if self._writer is not None:
             self._writer.close()
-        run_dir.write_table("item_exposure", pd.concat(self._exposure, ignore_index=True), csv=False)
+        run_dir.write_table(layout.ITEM_EXPOSURE, pd.concat(self._exposure, ignore_index=True), csv=False)
 
 
 def item_exposure(recommendations: pd.DataFrame, k: int) -> pd.DataFrame:
@@ -505,16 +504,12 @@ def _keep_model_outputs(recommender, policy: str, seed: int, fold: int, run_dir:
                         diagnostics: list) -> None:
     """Save the trained recommender (the dashboard scores hand-set contexts with it, without retraining), export
     policies that can export themselves (NeuralLinear) and collect their safeguard counters."""
-    folder = f"artifacts/seed_{seed}/fold_{fold}/{safe_name(policy)}"
-    run_dir.write_pickle(f"{folder}/recommender.joblib", recommender)
+    folder = layout.policy_folder(seed, fold, policy)
+    run_dir.write_pickle(layout.recommender(seed, fold, policy), recommender)
     if hasattr(recommender, "export"):
         recommender.export(run_dir.file(folder))
     if hasattr(recommender, "diagnostics"):
         diagnostics += [(seed, policy, fold, counter, count) for counter, count in recommender.diagnostics().items()]
-
-
-def safe_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
 def library_versions() -> dict[str, str]:

@@ -173,6 +173,10 @@ def test_a_slate_run_leads_with_the_slate_estimate_and_its_truth(runs, monkeypat
     truth = pd.read_parquet(made["slates"] / "metrics.parquet").query("metric == 'true_slate_ctr' and k == 3")
     assert shown.set_index("policy")["truth"].groupby(level=0).first()["LinUCB"] == pytest.approx(
         truth.query("policy == 'LinUCB'")["value"].mean(), abs=5e-5)  # the page rounds to 4 places
+    at.sidebar.radio[0].set_value("Recommendations explorer").run()  # a context is an impression here
+    assert not at.exception and not at.error
+    first_context = pd.read_parquet(made["slates"] / "test_contexts.parquet")["context_id"].iloc[0]
+    assert at.dataframe[0].value["slate_id"].tolist() == [first_context]
 
 
 def test_explorer_shows_each_policy_list_with_items_and_truth(runs, monkeypatch):

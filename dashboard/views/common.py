@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.data import Run, table
+from pipeline import layout
 
 ORACLE = "Oracle"
 
@@ -19,12 +20,12 @@ def metric_summary(run: Run) -> pd.DataFrame:
     pipeline's 95% interval across seeds (``seed_summary``); with two seeds, where a t-interval says nothing,
     the bootstrap interval averaged over seeds.
     """
-    metrics = table(run, "metrics")
+    metrics = table(run, layout.METRICS)
     keys = ["policy", "metric", "k"]
     summary = metrics.groupby(keys, sort=False)[["value", "low", "high", "support"]].mean().reset_index()
     cells = metrics.groupby(keys, sort=False)["value"].agg(defined="count", cells="size").reset_index()
-    if len(run.seeds) > 1 and run.has("seed_summary.parquet"):
-        across = table(run, "seed_summary").rename(columns={"mean": "value"})[keys + ["value", "low", "high"]]
+    if len(run.seeds) > 1 and run.has_table(layout.SEED_SUMMARY):
+        across = table(run, layout.SEED_SUMMARY).rename(columns={"mean": "value"})[keys + ["value", "low", "high"]]
         merged = summary.merge(across, on=keys, suffixes=("_bootstrap", ""))
         for bound in ("low", "high"):  # no interval across seeds (fewer than three): the bootstrap's
             merged[bound] = merged[bound].fillna(merged[f"{bound}_bootstrap"])

@@ -9,12 +9,13 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.data import Run, RunDataError
+from pipeline import layout
 
 TITLE = "Decision"
 
 
 def load_decision(run: Run) -> dict:
-    path = run.file("decision.json")
+    path = run.file(layout.DECISION_JSON)
     if not path.is_file():
         raise RunDataError(f"decision.json is not in run {run.name} (runs made before the decision report have none)")
     try:

@@ -14,6 +14,7 @@ import streamlit as st
 
 from dashboard.data import Run, RunDataError, rows, table
 from dashboard.views.common import choose
+from pipeline import layout
 from pipeline.data.synthetic import ClickModel
 
 TITLE = "Recommendations explorer"
@@ -28,8 +29,7 @@ def render(run: Run, runs: list[Run]) -> None:
     fold = choose("fold", folds.loc[folds["seed"] == seed, "fold"])
     items = _items(run, seed)
     modes = ["a logged test context"]
-    if run.file(f"artifacts/seed_{seed}/fold_{fold}/context_featurizer.joblib").is_file() and run.has(
-            f"data/seed_{seed}/users.parquet"):
+    if run.has(layout.context_featurizer(seed, fold)) and run.has_table(layout.data_table(seed, "users")):
         modes.append("a context set by hand")
     mode = st.radio("show recommendations for", modes, horizontal=True)
     if mode == modes[0]:
@@ -39,33 +39,35 @@ def render(run: Run, runs: list[Run]) -> None:
 
 
 def _items(run: Run, seed: int) -> pd.DataFrame | None:
-    for name in (f"artifacts/seed_{seed}/item_map", f"data/seed_{seed}/items"):
-        if run.has(f"{name}.parquet"):
+    for name in (layout.item_map(seed), layout.data_table(seed, "items")):
+        if run.has_table(name):
             frame = table(run, name)
             return frame[[c for c in ITEM_COLUMNS if c in frame.columns]]
     return None
 
 
 def _logged(run: Run, seed: int, fold: int, items: pd.DataFrame | None) -> None:
-    contexts = rows(run, "test_contexts", seed=seed, fold=fold)["context_id"].to_numpy()
+    contexts = rows(run, layout.TEST_CONTEXTS, seed=seed, fold=fold)["context_id"].to_numpy()
     position = st.number_input(f"test context (0 to {len(contexts) - 1})", 0, len(contexts) - 1, 0)
     context = contexts[position]
     st.write(f"context id **{context}**")
     event = None
-    if run.has(f"data/seed_{seed}/interactions.parquet"):
-        event = rows(run, f"data/seed_{seed}/interactions", event_id=context)
-        users = rows(run, f"data/seed_{seed}/users", user_id=event["user_id"].iloc[0])
+    if run.has_table(layout.data_table(seed, "interactions")):
+        # a context is an event, or an impression of a slate log (its rows share it; the first is shown)
+        key = "slate_id" if run.info.get("data", {}).get("slates_grouped") else "event_id"
+        event = rows(run, layout.data_table(seed, "interactions"), **{key: context}).head(1)
+        users = rows(run, layout.data_table(seed, "users"), user_id=event["user_id"].iloc[0])
         st.dataframe(event.merge(users, on="user_id", how="left"), hide_index=True, width="stretch")
-    lists = rows(run, "recommendations", seed=seed, fold=fold, context_id=context)
+    lists = rows(run, layout.RECOMMENDATIONS, seed=seed, fold=fold, context_id=context)
     truth = _truth(run, seed, event)
     for policy, group in lists.groupby("policy", sort=False):
         _show_list(policy, group[["rank", "item_id", "score"]], items, truth)
 
 
 def _by_hand(run: Run, seed: int, fold: int, items: pd.DataFrame | None) -> None:
-    users = table(run, f"data/seed_{seed}/users")
+    users = table(run, layout.data_table(seed, "users"))
     event_columns = tuple(run.info.get("data", {}).get("event_context", []))
-    logged = table(run, f"data/seed_{seed}/interactions", columns=event_columns)  # only the columns offered
+    logged = table(run, layout.data_table(seed, "interactions"), columns=event_columns)  # only the columns offered
     user_id = st.selectbox("user", users["user_id"].head(500).tolist())
     event = {"user_id": user_id}
     for column in event_columns:
@@ -74,11 +76,11 @@ def _by_hand(run: Run, seed: int, fold: int, items: pd.DataFrame | None) -> None
     event_frame = pd.DataFrame([event])
     raw = event_frame.merge(users, on="user_id", how="left")
     st.dataframe(raw, hide_index=True, width="stretch")
-    featurizer = joblib.load(run.file(f"artifacts/seed_{seed}/fold_{fold}/context_featurizer.joblib"))
+    featurizer = joblib.load(run.file(layout.context_featurizer(seed, fold)))
     vector = featurizer.transform(raw)
     truth = _truth(run, seed, event_frame)
-    folder = run.file(f"artifacts/seed_{seed}/fold_{fold}")
-    for saved in sorted(folder.glob("*/recommender.joblib")):
+    folder = run.file(layout.fold_folder(seed, fold))
+    for saved in sorted(folder.glob(f"*/{layout.RECOMMENDER}")):
         recommender = joblib.load(saved)
         contextual = recommender.mab.is_contextual
         listed, scores = recommender.recommend(vector if contextual else [[]], return_scores=True)
@@ -87,7 +89,7 @@ def _by_hand(run: Run, seed: int, fold: int, items: pd.DataFrame | None) -> None
 
 
 def _truth(run: Run, seed: int, event: pd.DataFrame | None) -> pd.Series | None:
-    path = run.file(f"artifacts/seed_{seed}/click_model.npz")
+    path = run.file(layout.click_model(seed))
     if event is None or event.empty or not path.is_file():
         return None
     model = ClickModel.load(path)

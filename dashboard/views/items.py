@@ -6,17 +6,18 @@ import altair as alt
 import streamlit as st
 
 from dashboard.data import Run, table
+from pipeline import layout
 from dashboard.views.common import absent, choose
 
 TITLE = "Items"
 
 
 def render(run: Run, runs: list[Run]) -> None:
-    exposure = table(run, "item_exposure")
+    exposure = table(run, layout.ITEM_EXPOSURE)
     seed = choose("seed", exposure["seed"])
     exposure = exposure[exposure["seed"] == seed]
-    if run.has(f"artifacts/seed_{seed}/item_map.parquet"):
-        item_map = table(run, f"artifacts/seed_{seed}/item_map")
+    if run.has_table(layout.item_map(seed)):
+        item_map = table(run, layout.item_map(seed))
         colour = "category:N" if "category" in item_map else alt.value("steelblue")
         tooltip = [c for c in ("item_id", "name", "category", "price") if c in item_map]
         st.subheader("Item vectors (PCA of TextWiser and attribute features)")

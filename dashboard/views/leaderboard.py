@@ -13,6 +13,7 @@ import streamlit as st
 
 from dashboard.data import Run, table
 from dashboard.views.common import ORACLE, metric_summary, url_selectbox, with_interval
+from pipeline import layout
 from pipeline.beyond_accuracy import NAMES as BEYOND_ACCURACY
 from pipeline.config import METRIC_NAMES
 from pipeline.decision import pooled_draws, with_logging_draws
@@ -32,10 +33,10 @@ def render(run: Run, runs: list[Run]) -> None:
     k_values = sorted(summary["k"].unique())
     default_k = run.info.get("leaderboard_k", k_values[-1])
     k = url_selectbox("k", k_values, default_k)
-    off_policy = table(run, "off_policy") if run.has("off_policy.parquet") else None
+    off_policy = table(run, layout.OFF_POLICY) if run.has_table(layout.OFF_POLICY) else None
     decision_metric = (run.info.get("decision") or {}).get("metric")
     decision_metric = decision_metric if decision_metric and decision_metric.endswith(f"@{k}") else None
-    values = leaderboard(table(run, "metrics"), k, off_policy, decision_metric,
+    values = leaderboard(table(run, layout.METRICS), k, off_policy, decision_metric,
                          tuple(run.info.get("leaderboard_estimators") or ("DR", "SNIPS")))
     cells = _cells(values, summary, off_policy, k)
     best = _significant_best(run, values)
@@ -98,9 +99,9 @@ def _cells(values: pd.DataFrame, summary: pd.DataFrame, off_policy: pd.DataFrame
 
 def _significant_best(run: Run, values: pd.DataFrame) -> dict[str, str]:
     """Column -> the leader, for the columns whose leader is significantly ahead of the runner-up (paired draws)."""
-    if not run.has("draws.parquet"):
+    if not run.has_table(layout.DRAWS):
         return {}
-    draws = table(run, "draws")
+    draws = table(run, layout.DRAWS)
     out = {}
     for column in values.columns:
         if column.split("@")[0] in LOWER_IS_BETTER:

@@ -7,6 +7,7 @@ import streamlit as st
 
 from dashboard.data import Run, table
 from dashboard.views.common import absent, url_selectbox
+from pipeline import layout
 from pipeline.evaluation import TRUE_SLATE_CTR
 from pipeline.offpolicy import OBSERVED_SLATE, SLATE_ESTIMATORS
 
@@ -17,10 +18,10 @@ DIAGNOSTICS = ["matched_events", "effective_sample_size", "max_weight_share", "u
 
 
 def render(run: Run, runs: list[Run]) -> None:
-    if not run.has("off_policy.parquet"):
+    if not run.has_table(layout.OFF_POLICY):
         absent("Off-policy estimation", run)
         return
-    estimates = table(run, "off_policy")
+    estimates = table(run, layout.OFF_POLICY)
     slate = estimates["estimator"].isin([*SLATE_ESTIMATORS, OBSERVED_SLATE])
     truth_metric, what = "true_ctr", "value of the top-{k} list"
     if slate.any():  # a slate log: the slate estimators (every slot) apart from the top-slot list estimators
@@ -35,7 +36,7 @@ def render(run: Run, runs: list[Run]) -> None:
     per_policy["reliable"] = at_k.groupby(["policy", "estimator"], sort=False)["reliable"].all()
     per_policy["flag"] = at_k.groupby(["policy", "estimator"], sort=False)["flag"].first()
     per_policy = per_policy.reset_index()
-    metrics = table(run, "metrics")
+    metrics = table(run, layout.METRICS)
     truth = metrics[(metrics["metric"] == truth_metric) & (metrics["k"] == k)].groupby("policy")["value"].mean()
     chart = alt.Chart(per_policy).encode(y=alt.Y("policy:N", title=None),
                                          color=alt.Color("estimator:N", scale=alt.Scale(scheme="tableau10")),
@@ -53,11 +54,11 @@ def render(run: Run, runs: list[Run]) -> None:
                "diagnostics (see flag). The logging policy's row is its observed click rate on its own log.")
     st.altair_chart(layers.properties(height=max(300, 28 * per_policy["policy"].nunique())), width="stretch")
     st.dataframe(per_policy.round(4), width="stretch", hide_index=True)
-    if run.has("off_policy_summary.parquet"):
+    if run.has_table(layout.OFF_POLICY_SUMMARY):
         st.subheader("Against the truth: bias, RMSE, interval coverage")
-        summary = table(run, "off_policy_summary")
+        summary = table(run, layout.OFF_POLICY_SUMMARY)
         summary = summary[(summary["k"] == k) & summary["estimator"].isin(set(at_k["estimator"]))]
         st.dataframe(summary.round(4), width="stretch", hide_index=True)
-    if run.has("logging_model.parquet"):
+    if run.has_table(layout.LOGGING_MODEL):
         st.subheader("Estimated logging policy (propensity: estimate)")
-        st.dataframe(table(run, "logging_model").round(4), width="stretch", hide_index=True)
+        st.dataframe(table(run, layout.LOGGING_MODEL).round(4), width="stretch", hide_index=True)

@@ -6,18 +6,19 @@ import altair as alt
 import streamlit as st
 
 from dashboard.data import Run, table
+from pipeline import layout
 from dashboard.views.common import absent, choose
 
 TITLE = "Online simulation"
 
 
 def render(run: Run, runs: list[Run]) -> None:
-    if run.has("replay.parquet"):
+    if run.has_table(layout.REPLAY):
         replay_section(run)
-    if not run.has("simulation.parquet"):
+    if not run.has_table(layout.SIMULATION):
         absent("An online simulation", run)
         return
-    curves = table(run, "simulation")
+    curves = table(run, layout.SIMULATION)
     seed = choose("seed", curves["seed"])
     curves = curves[curves["seed"] == seed]
     shock = curves["shock_step"].dropna()
@@ -30,14 +31,14 @@ def render(run: Run, runs: list[Run]) -> None:
         st.altair_chart(chart, width="stretch")
     if len(shock):
         st.caption(f"Red dashed line: the market shock at step {int(shock.iloc[0])}.")
-    summary = table(run, "simulation_summary")
+    summary = table(run, layout.SIMULATION_SUMMARY)
     st.dataframe(summary[summary["seed"] == seed].round(4), width="stretch", hide_index=True)
 
 
 def replay_section(run: Run) -> None:
     """Each policy's running CTR over the log events it was credited with (replay with learning), with intervals."""
     st.subheader("Replay with learning (from the logged test events)")
-    curves = table(run, "replay")
+    curves = table(run, layout.REPLAY)
     seed = choose("replay seed", curves["seed"])
     curves = curves[curves["seed"] == seed]
     base = alt.Chart(curves).encode(x=alt.X("accepted:Q", title="accepted events (the policy's own steps)"),

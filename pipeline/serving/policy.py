@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.errors import ConfigError
-from pipeline.runner import safe_name
+from pipeline import layout
 from pipeline.scoring import LinearScorer
 from pipeline.values import plain
 
@@ -26,18 +26,18 @@ class ServedPolicy:
 
     def __init__(self, run_dir: Path, policy: str, seed: int | None = None, fold: int = 0):
         run_dir = Path(run_dir)
-        info = json.loads((run_dir / "run.json").read_text())
+        info = json.loads((run_dir / layout.RUN_JSON).read_text())
         seed = info["seeds"][0] if seed is None else seed
-        folder = run_dir / "artifacts" / f"seed_{seed}" / f"fold_{fold}"
-        saved = folder / safe_name(policy) / "recommender.joblib"
+        folder = run_dir / layout.fold_folder(seed, fold)
+        saved = run_dir / layout.recommender(seed, fold, policy)
         if not saved.is_file():
-            known = sorted(p.parent.name for p in folder.glob("*/recommender.joblib"))
+            known = sorted(p.parent.name for p in folder.glob(f"*/{layout.RECOMMENDER}"))
             raise ConfigError(f"{run_dir}: no trained policy {policy!r} for seed {seed}, fold {fold}; the run has: "
                               f"{', '.join(known) or 'none'}")
         self.policy = policy
         self.version = f"{run_dir.name}/{policy}/seed_{seed}/fold_{fold}"
         self.recommender = joblib.load(saved)
-        featurizer_file = folder / "context_featurizer.joblib"
+        featurizer_file = run_dir / layout.context_featurizer(seed, fold)
         self.featurizer = joblib.load(featurizer_file) if featurizer_file.is_file() else None
         self.context_fields = {} if self.featurizer is None else {
             **{c: "categorical" for c in self.featurizer.categorical}, **{c: "numeric" for c in self.featurizer.numeric}}
@@ -106,7 +106,7 @@ class ServedPolicy:
 
 
 def _item_table(run_dir: Path, seed: int) -> pd.DataFrame | None:
-    for name in (f"artifacts/seed_{seed}/item_map.parquet", f"data/seed_{seed}/items.parquet"):
+    for name in (layout.parquet(layout.item_map(seed)), layout.parquet(layout.data_table(seed, "items"))):
         if (run_dir / name).is_file():
             items = pd.read_parquet(run_dir / name)
             columns = [c for c in ITEM_COLUMNS if c in items.columns]
