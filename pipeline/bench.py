@@ -36,7 +36,7 @@ import psutil
 from scipy.stats import chi2_contingency
 
 from pipeline import layout
-from pipeline.config import PipelineConfig, load_config
+from pipeline.config import METRIC_NAMES, PipelineConfig, load_config
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 POLICIES = {  # the six MABWiser policies of the default config, LinGreedy greedy so that two are deterministic
@@ -49,7 +49,6 @@ POLICIES = {  # the six MABWiser policies of the default config, LinGreedy greed
                    "neighborhood_params": {"n_clusters": 10}},
 }
 DETERMINISTIC = ("LinGreedy", "LinUCB")
-REPLAY_METRICS = ("AUC", "CTR", "Precision", "Recall", "NDCG", "MAP")
 
 
 class PeakMemory:
@@ -172,7 +171,7 @@ def compare_lists(ours: pd.DataFrame, theirs: dict[str, pd.DataFrame], ranks: in
 
 def compare_metrics(ours: pd.DataFrame, theirs: pd.DataFrame) -> pd.DataFrame:
     """Our replay metrics (with their 95% intervals) next to Mab2Rec's, and the absolute difference."""
-    mine = ours[ours["metric"].isin(REPLAY_METRICS) & (ours["policy"] != "Oracle")]
+    mine = ours[ours["metric"].isin(METRIC_NAMES) & (ours["policy"] != "Oracle")]
     joined = mine[["policy", "metric", "k", "value", "low", "high", "support"]].merge(theirs, on=["policy", "metric", "k"])
     joined["abs_diff"] = (joined["value"] - joined["mab2rec"]).abs()
     joined["deterministic"] = joined["policy"].isin(DETERMINISTIC)

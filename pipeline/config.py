@@ -320,7 +320,7 @@ class EvaluationConfig(Strict):
     top_k: int = Field(10, ge=1, description="length of each recommendation list")
     k_list: list[int] = Field(default_factory=lambda: [1, 3, 5, 10], description="cut-offs for every metric")
     leaderboard_k: int = Field(5, ge=1, description="the k shown on the leaderboard")
-    metrics: list[Literal["AUC", "CTR", "Precision", "Recall", "NDCG", "MAP"]] = Field(
+    metrics: list[Literal[METRIC_NAMES]] = Field(
         default_factory=lambda: list(METRIC_NAMES)
     )
     ground_truth: bool = Field(True, description="score policies with the synthetic click model")

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
-from jurity.recommenders import BinaryRecoMetrics, RankingRecoMetrics
 from mab2rec import BanditRecommender
 from mab2rec.pipeline import score, train
 from mabwiser.mab import NeighborhoodPolicy
@@ -36,16 +35,12 @@ from pipeline.errors import ConfigError
 from pipeline.features import FoldFeatures
 from pipeline.policies import PolicySpec
 from pipeline.scoring import ScoringInput, recommend_all, scorer_for
-from pipeline.uncertainty import Bootstrap, interval_of, replay_details
+from pipeline.uncertainty import METRIC_RULES, Bootstrap, interval_of, replay_details
 
 SCORE = "score"  # Mab2Rec's name for the recommendation score, and the click column Jurity compares
 ORACLE = "Oracle"
 TRUE_SLATE_CTR = "true_slate_ctr"  # slate logs: a list's clicks per slot in the log's impressions (position-based)
 LOGGING = "Logging"  # the policy that wrote the log
-METRIC_CLASSES = {
-    "AUC": BinaryRecoMetrics.AUC, "CTR": BinaryRecoMetrics.CTR, "Precision": RankingRecoMetrics.Precision,
-    "Recall": RankingRecoMetrics.Recall, "NDCG": RankingRecoMetrics.NDCG, "MAP": RankingRecoMetrics.MAP,
-}
 METRIC_COLUMNS = ["policy", "metric", "k", "fold", "value", "low", "high", "support"]
 
 
@@ -62,7 +57,7 @@ class ReplayMetric:
 
 def replay_metrics(config: EvaluationConfig) -> list[ReplayMetric]:
     params = dict(click_column=SCORE, user_id_column=CONTEXT_ID, item_id_column=ITEM_ID)
-    return [ReplayMetric(name, k, METRIC_CLASSES[name](k=k, **params))
+    return [ReplayMetric(name, k, METRIC_RULES[name].jurity(k=k, **params))
             for k in config.k_list for name in config.metrics]
 
 

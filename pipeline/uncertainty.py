@@ -33,9 +33,11 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from jurity.recommenders import BinaryRecoMetrics, RankingRecoMetrics
 from jurity.recommenders.ndcg import idcg
 from sklearn.metrics import roc_auc_score
 
+from pipeline.config import METRIC_NAMES
 from pipeline.data.dataset import CONTEXT_ID, ITEM_ID
 
 SCORE = "score"
@@ -148,15 +150,12 @@ def wilson(successes: float, n: float) -> tuple[float, float]:
     return float(max(0.0, centre - half)), float(min(1.0, centre + half))
 
 
-def honest_interval(name: str, value: float, bootstrap_interval: tuple[float, float], support: int,
-                    auc_classes: tuple[int, int] = (0, 0)) -> tuple[float, float]:
-    """The bootstrap interval of a replay metric, widened where resampling cannot see the uncertainty (see the
-    module docstring).  ``auc_classes``: clicked and unclicked matched events, for AUC."""
+def honest_interval(value: float, bootstrap_interval: tuple[float, float], support: int) -> tuple[float, float]:
+    """The bootstrap interval of a rate-like replay metric, widened where resampling cannot see the uncertainty
+    (see the module docstring): at least the Wilson interval on its support, the whole range below 2 units."""
     low, high = bootstrap_interval
     if np.isnan(value):
         return low, high  # undefined: no interval either
-    if name == "AUC":
-        return (0.0, 1.0) if min(auc_classes) < 2 else (low, high)
     if support < 2:
         return 0.0, 1.0
     floor_low, floor_high = wilson(value * support, support)
@@ -236,15 +235,64 @@ def replay_contributions(actual: pd.DataFrame, recommendations: pd.DataFrame, k:
     return RankedLists(actual, recommendations).contributions(k)
 
 
-def metric_value(name: str, part: pd.DataFrame) -> float:
-    """Jurity's value of a metric from its per-context pieces (equal to Jurity's own; tested)."""
-    if name == "CTR":
+class MetricRule:
+    """One of Jurity's replay metrics: its Jurity class, and how its value and interval come from its pieces."""
+
+    def __init__(self, jurity: type):
+        self.jurity = jurity
+
+
+class RatioRule(MetricRule):
+    """CTR: clicked over matched events, summed per context (Jurity reports 0 without a match)."""
+
+    def value(self, part: pd.DataFrame) -> float:
         matched = part["matched"].sum()
-        return float(part["clicks"].sum() / matched) if matched else 0.0  # Jurity reports 0 without matches
-    if name == "AUC":
+        return float(part["clicks"].sum() / matched) if matched else 0.0
+
+    def interval(self, part: pd.DataFrame, value: float, bootstrap: Bootstrap) -> tuple[tuple, int, np.ndarray | None]:
+        """(interval, support, draws for paired differences)."""
+        draws = bootstrap.ratio_draws(part["clicks"].to_numpy(), part["matched"].to_numpy(), part[CONTEXT_ID])
+        support = int(part["matched"].sum())
+        interval = interval_of(draws)
+        return (honest_interval(value, interval, support) if bootstrap.enabled else interval), support, draws
+
+
+class AucRule(MetricRule):
+    """AUC: the policy's scores of the matched events against their clicks (undefined without both classes)."""
+
+    def value(self, part: pd.DataFrame) -> float:
         clicks = part["click"].to_numpy()
         return float(roc_auc_score(clicks, part["score"])) if 0 < clicks.sum() < len(clicks) else np.nan
-    return float(part["value"].mean()) if len(part) else np.nan
+
+    def interval(self, part: pd.DataFrame, value: float, bootstrap: Bootstrap) -> tuple[tuple, int, None]:
+        interval = bootstrap.auc(part["click"].to_numpy(), part["score"].to_numpy(), part[CONTEXT_ID])
+        clicks = int(part["click"].sum())
+        if bootstrap.enabled and not np.isnan(value) and min(clicks, len(part) - clicks) < 2:
+            interval = (0.0, 1.0)  # a resample keeps the one clicked (or unclicked) event or is undefined
+        return interval, len(part), None
+
+
+class MeanRule(MetricRule):
+    """Precision, Recall, NDCG, MAP: the mean over contexts of one value per context."""
+
+    def value(self, part: pd.DataFrame) -> float:
+        return float(part["value"].mean()) if len(part) else np.nan
+
+    def interval(self, part: pd.DataFrame, value: float, bootstrap: Bootstrap) -> tuple[tuple, int, None]:
+        interval = bootstrap.mean(part["value"].to_numpy(), part[CONTEXT_ID])
+        return (honest_interval(value, interval, len(part)) if bootstrap.enabled else interval), len(part), None
+
+
+#: The registry of replay metrics, one rule each, keyed by ``config.METRIC_NAMES`` (the YAML's names).
+METRIC_RULES = {"AUC": AucRule(BinaryRecoMetrics.AUC), "CTR": RatioRule(BinaryRecoMetrics.CTR),
+                "Precision": MeanRule(RankingRecoMetrics.Precision), "Recall": MeanRule(RankingRecoMetrics.Recall),
+                "NDCG": MeanRule(RankingRecoMetrics.NDCG), "MAP": MeanRule(RankingRecoMetrics.MAP)}
+assert tuple(METRIC_RULES) == METRIC_NAMES, "every metric the config accepts has a rule"
+
+
+def metric_value(name: str, part: pd.DataFrame) -> float:
+    """Jurity's value of a metric from its per-context pieces (equal to Jurity's own; tested)."""
+    return METRIC_RULES[name].value(part)
 
 
 def replay_details(actual: pd.DataFrame, recommendations: pd.DataFrame, metrics: list[tuple[str, int]],
@@ -260,25 +308,10 @@ def replay_details(actual: pd.DataFrame, recommendations: pd.DataFrame, metrics:
     for k in sorted({k for _, k in metrics}):
         parts = lists.contributions(k)
         for name in [name for name, at in metrics if at == k]:
-            part = parts[name]
-            classes = (0, 0)
-            if name == "CTR":
-                resampled = bootstrap.ratio_draws(part["clicks"].to_numpy(), part["matched"].to_numpy(),
-                                                  part[CONTEXT_ID])
-                interval = interval_of(resampled)
-                support = int(part["matched"].sum())
-                if draws is not None and resampled is not None:
-                    draws[f"CTR@{k}"] = resampled
-            elif name == "AUC":
-                interval = bootstrap.auc(part["click"].to_numpy(), part["score"].to_numpy(), part[CONTEXT_ID])
-                support = len(part)
-                clicks = int(part["click"].sum())
-                classes = (clicks, support - clicks)
-            else:
-                interval = bootstrap.mean(part["value"].to_numpy(), part[CONTEXT_ID])
-                support = len(part)
-            value = metric_value(name, part)
-            if bootstrap.enabled:
-                interval = honest_interval(name, value, interval, support, classes)
+            rule, part = METRIC_RULES[name], parts[name]
+            value = rule.value(part)
+            interval, support, resampled = rule.interval(part, value, bootstrap)
+            if draws is not None and resampled is not None:
+                draws[f"{name}@{k}"] = resampled
             rows.append((name, k, value, *interval, support))
     return pd.DataFrame(rows, columns=["metric", "k", "value", "low", "high", "support"])
