@@ -29,11 +29,19 @@ def pooled_config(tmp_path, tiny_settings):
     return path
 
 
+def _default_ctrl_c() -> None:
+    """A shell that starts the suite in the background (``make test &``) makes its children ignore SIGINT, and
+    Python keeps an inherited ignore (as it should: that is how ``cmd &`` is protected from Ctrl-C); the runner
+    under test must get Ctrl-C as a terminal would deliver it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_and_wait_for_workers(config: Path, tmp_path: Path) -> tuple[subprocess.Popen, list[psutil.Process]]:
     env = {**os.environ, "TMPDIR": str(tmp_path / "tmp")}  # so debris in the temp folder would be seen
     (tmp_path / "tmp").mkdir()
     runner = subprocess.Popen([sys.executable, "-m", "pipeline", "run", str(config), "--quiet"], cwd=REPO, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=_default_ctrl_c)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         workers = [child for child in psutil.Process(runner.pid).children(recursive=True)
