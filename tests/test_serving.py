@@ -80,15 +80,68 @@ def test_bad_recommend_requests_name_the_field(client, body, status, field):
 
 
 def test_feedback_errors_and_oversized_bodies(client):
-    request_id = client.post("/recommend", json={"context": CONTEXT}).json()["request_id"]
+    answer = client.post("/recommend", json={"context": CONTEXT}).json()
+    request_id, shown = answer["request_id"], [item["item_id"] for item in answer["items"]]
+    other = next(item for item in range(1, 26) if item not in shown)
     assert client.post("/feedback", json={"request_id": request_id, "item_id": 999, "reward": 1}).status_code == 404
-    assert client.post("/feedback", json={"request_id": "nope", "item_id": 1, "reward": 1}).status_code == 404
-    assert client.post("/feedback", json={"request_id": request_id, "item_id": 1, "reward": 2}).status_code == 422
-    both = {"request_id": request_id, "context": CONTEXT, "item_id": 1, "reward": 1}
+    assert client.post("/feedback", json={"request_id": "nope", "item_id": shown[0], "reward": 1}).status_code == 404
+    assert client.post("/feedback", json={"request_id": request_id, "item_id": shown[0], "reward": 2}).status_code == 422
+    both = {"request_id": request_id, "context": CONTEXT, "item_id": shown[0], "reward": 1}
     assert client.post("/feedback", json=both).status_code == 422
     big = client.post("/recommend", content=b"{" + b" " * 70_000 + b"}", headers={"content-type": "application/json"})
     assert big.status_code == 413
-    assert client.post("/feedback", json={"request_id": request_id, "item_id": 1, "reward": 1}).json()["acknowledged"]
+    # feedback naming a request: only for an item that request returned, and once
+    not_shown = client.post("/feedback", json={"request_id": request_id, "item_id": other, "reward": 1})
+    assert not_shown.status_code == 422 and "not in the list returned" in not_shown.json()["detail"]
+    first = client.post("/feedback", json={"request_id": request_id, "item_id": shown[0], "reward": 1})
+    assert first.json()["acknowledged"]
+    again = client.post("/feedback", json={"request_id": request_id, "item_id": shown[0], "reward": 1})
+    assert again.status_code == 409
+    assert client.post("/feedback", json={"request_id": request_id, "item_id": shown[1], "reward": 0}).status_code == 200
+    assert client.get("/health").json()["events_learnt_since_start"] + len(
+        client.app.state.service.pending) == 2  # the refused ones were not learnt
+
+
+@pytest.mark.parametrize("raw", [b"NaN", b"Infinity", b"-Infinity", b"1e999"])
+def test_non_finite_numbers_are_refused_without_being_echoed(client, raw):
+    body = json.dumps({"context": {**CONTEXT, "age": 0}}).replace('"age": 0', '"age": ' + raw.decode())
+    response = client.post("/recommend", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert any("age" in error["loc"] for error in detail) and "input" not in json.dumps(detail)
+
+
+def test_streamed_bodies_are_held_to_the_size_limit(client):
+    def chunks():  # no Content-Length: the body arrives in pieces
+        yield b'{"context": {"device": "'
+        for _ in range(200):
+            yield b"x" * 1024
+        yield b'"}}'
+
+    response = client.post("/recommend", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert client.get("/health").status_code == 200
+
+
+def test_errors_never_echo_more_than_an_excerpt(client):
+    huge = "y" * 50_000
+    for path, body in (("/feedback", {"request_id": huge, "item_id": 1, "reward": 1}),
+                       ("/feedback", {"context": CONTEXT, "item_id": huge, "reward": 1}),
+                       ("/recommend", {"context": {**CONTEXT, huge: 1}}),
+                       ("/recommend", {"context": {**CONTEXT, "gender": {"nested": huge}}})):
+        response = client.post(path, json=body)
+        assert response.status_code in (404, 422), path
+        assert len(response.content) < 2_000, (path, len(response.content))
+
+
+def test_metrics_are_labelled_by_route_never_by_a_raw_path(client):
+    for index in range(300):
+        client.get(f'/nothing-{index}"}} fake_metric{{x="1"}} 1')
+    client.get("/health")
+    metrics = client.get("/metrics").text
+    assert "fake_metric" not in metrics and "nothing" not in metrics
+    assert 'bandit_requests_total{endpoint="unmatched",status="404"} 300' in metrics
+    assert 'endpoint="/health"' in metrics and len(metrics) < 5_000
 
 
 def test_feedback_is_learnt_in_batches_and_counted(client):

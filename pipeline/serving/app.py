@@ -25,15 +25,31 @@ from typing import Any, Literal
 
 import numpy as np
 from fastapi import FastAPI, HTTPException
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
-from pipeline.serving.policy import ServedPolicy
+from pipeline.serving.policy import ServedPolicy, item_key
 from pipeline.serving.store import SQLiteStore, open_store
 from pipeline.values import plain
 
 MAX_BODY_BYTES = 64 * 1024
 REMEMBERED_REQUESTS = 100_000  # /recommend contexts kept for feedback that names only the request id
+EXCERPT_CHARS = 60  # the most of a client's value any response repeats
+MAX_REPORTED_ERRORS = 20  # validation errors listed in one 422 response
+
+
+def excerpt(value: Any) -> str:
+    """A client-sent value as a response may mention it: its repr, cut to ``EXCERPT_CHARS``."""
+    text = repr(value)
+    return text if len(text) <= EXCERPT_CHARS else f"{text[:EXCERPT_CHARS]}... ({len(text)} characters)"
+
+
+def validation_errors(errors: list[dict]) -> list[dict]:
+    """FastAPI's 422 details without the offending input (which may be NaN, not JSON, or megabytes long): the
+    field's location (each part cut to an excerpt), the message and the error type; at most 20."""
+    return [{"loc": [part if isinstance(part, int) else excerpt(part).strip("'") for part in error["loc"]],
+             "msg": error["msg"][:200], "type": error["type"]} for error in errors[:MAX_REPORTED_ERRORS]]
 
 
 class Service:
@@ -49,7 +65,7 @@ class Service:
         self.last_learnt = 0
         self.learnt_since_start = 0
         self.since_snapshot = 0
-        self.requests: OrderedDict[str, dict] = OrderedDict()
+        self.requests: OrderedDict[str, tuple[dict, set, set]] = OrderedDict()  # context, returned, given
         self.counts: dict[tuple[str, int], int] = defaultdict(int)
         self.latencies: dict[str, deque] = defaultdict(lambda: deque(maxlen=10_000))
         self.clicks = 0
@@ -72,13 +88,30 @@ class Service:
             self.last_learnt = events[-1][0]
             self.since_snapshot += len(events)
 
-    def remember(self, context: dict) -> str:
+    def remember(self, context: dict, items: list) -> str:
+        """A request id for this context and the items returned (feedback naming the id may name only those)."""
         request_id = uuid.uuid4().hex
         with self.lock:
-            self.requests[request_id] = context
+            self.requests[request_id] = (context, {item_key(item) for item in items}, set())
             while len(self.requests) > REMEMBERED_REQUESTS:
                 self.requests.popitem(last=False)
         return request_id
+
+    def claim(self, request_id: str, item: Any) -> dict:
+        """The context of ``request_id`` for feedback on ``item``, marking it given; ``HTTPException`` when the id
+        is unknown, the item was not returned for it, or its feedback was already acknowledged."""
+        with self.lock:
+            remembered = self.requests.get(request_id)
+            if remembered is None:
+                raise HTTPException(404, f"request_id {excerpt(request_id)} is unknown (or too old); send the context")
+            context, returned, given = remembered
+            if item_key(item) not in returned:
+                raise HTTPException(422, f"item_id {excerpt(item)} was not in the list returned for this request_id")
+            if item_key(item) in given:
+                raise HTTPException(409, f"feedback on item_id {excerpt(item)} for this request_id was already "
+                                         "acknowledged")
+            given.add(item_key(item))
+        return context
 
     def add_feedback(self, context: dict, item: Any, reward: float) -> int:
         # One lock around the append and the queueing, so events are learnt in the order of their ids: a
@@ -128,7 +161,8 @@ class Service:
 
 
 class LimitAndMeasure:
-    """Pure ASGI middleware: rejects bodies over ``MAX_BODY_BYTES`` (413) and times every request.
+    """Pure ASGI middleware: rejects bodies over ``MAX_BODY_BYTES`` (413; by their length header, or as a body
+    without one arrives) and times every request, labelled by route (``unmatched`` for any other path).
 
     (Starlette's ``BaseHTTPMiddleware`` costs about a millisecond per request, more than the scoring.)
     """
@@ -136,24 +170,38 @@ class LimitAndMeasure:
     def __init__(self, app, service: Service):
         self.app, self.service = app, service
 
+    def __init__(self, app, service: Service, routes: set[str]):
+        self.app, self.service, self.routes = app, service, routes
+
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         started, status = time.perf_counter(), [500]
+        # metrics are labelled by route, never by the raw path a client sent (unbounded, and it could inject lines)
+        label = scope["path"] if scope["path"] in self.routes else "unmatched"
         length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None and int(length) > MAX_BODY_BYTES:
+        if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
             response = JSONResponse({"detail": f"request body over {MAX_BODY_BYTES} bytes"}, status_code=413)
             await response(scope, receive, send)
-            self.service.observe(scope["path"], 413, time.perf_counter() - started)
+            self.service.observe(label, 413, time.perf_counter() - started)
             return
+        received = 0
+
+        async def limited():  # a body without a length (chunked) is counted as it arrives
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > MAX_BODY_BYTES:
+                raise HTTPException(413, f"request body over {MAX_BODY_BYTES} bytes")
+            return message
 
         async def sending(message):
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
             await send(message)
 
-        await self.app(scope, receive, sending)
-        self.service.observe(scope["path"], status[0], time.perf_counter() - started)
+        await self.app(scope, limited, sending)
+        self.service.observe(label, status[0], time.perf_counter() - started)
 
 
 def _context_model(policy: ServedPolicy) -> type[BaseModel]:
@@ -207,7 +255,12 @@ def create_app(run_dir: Path, policy: str, store: str | Path, batch_size: int = 
     app = FastAPI(title="Bandit recommendation service", version="1", lifespan=lifespan)
     app.state.service = service
 
-    app.add_middleware(LimitAndMeasure, service=service)
+    routes: set[str] = set()  # filled below, once the routes exist
+    app.add_middleware(LimitAndMeasure, service=service, routes=routes)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request, error: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": validation_errors(error.errors())}, status_code=422)
 
     @app.get("/health")
     async def health() -> dict:
@@ -222,16 +275,15 @@ def create_app(run_dir: Path, policy: str, store: str | Path, batch_size: int = 
         k = body.k or served.recommender.top_k
         with service.lock:
             items = served.recommend(context, k)
-        return {"request_id": service.remember(context), "policy": served.policy, "k": k, "items": items}
+        request_id = service.remember(context, [item["item_id"] for item in items])
+        return {"request_id": request_id, "policy": served.policy, "k": k, "items": items}
 
     @app.post("/feedback")
     def feedback(body: FeedbackRequest) -> dict:
         if not served.knows(body.item_id):
-            raise HTTPException(404, f"item_id {body.item_id!r} is not one of the policy's {n_items} items")
+            raise HTTPException(404, f"item_id {excerpt(body.item_id)} is not one of the policy's {n_items} items")
         if body.request_id is not None:
-            context = service.requests.get(body.request_id)
-            if context is None:
-                raise HTTPException(404, f"request_id {body.request_id!r} is unknown (or too old); send the context")
+            context = service.claim(body.request_id, body.item_id)
         else:
             context = body.context.model_dump()
         feedback_id = service.add_feedback(context, plain(served.arm(body.item_id)), float(body.reward))
@@ -241,4 +293,5 @@ def create_app(run_dir: Path, policy: str, store: str | Path, batch_size: int = 
     async def metrics() -> str:
         return service.prometheus()
 
+    routes.update(route.path for route in app.routes)
     return app

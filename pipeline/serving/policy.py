@@ -44,18 +44,18 @@ class ServedPolicy:
         self.items = _item_table(run_dir, seed)
         self.arms = list(self.recommender.mab.arms)
         self._scorer = None
-        self._arm_by_key = {_key(arm): arm for arm in self.arms}
+        self._arm_by_key = {item_key(arm): arm for arm in self.arms}
 
     @property
     def contextual(self) -> bool:
         return bool(self.recommender.mab.is_contextual)
 
     def knows(self, item: Any) -> bool:
-        return _key(item) in self._arm_by_key
+        return item_key(item) in self._arm_by_key
 
     def arm(self, item: Any) -> Any:
         """The arm object equal to ``item`` (JSON may give "7" for the arm 7)."""
-        return self._arm_by_key[_key(item)]
+        return self._arm_by_key[item_key(item)]
 
     def _vectors(self, contexts: list[dict]) -> np.ndarray | list:
         if not self.contextual:
@@ -87,8 +87,8 @@ class ServedPolicy:
             row = {"item_id": plain(item), "score": float(score)}
             if bonus is not None:
                 row["exploration_bonus"] = float(bonus[rank])
-            if self.items is not None and _key(item) in self.items.index:
-                row.update({c: plain(v) for c, v in self.items.loc[_key(item)].items()})
+            if self.items is not None and item_key(item) in self.items.index:
+                row.update({c: plain(v) for c, v in self.items.loc[item_key(item)].items()})
             out.append(row)
         return out
 
@@ -110,9 +110,10 @@ def _item_table(run_dir: Path, seed: int) -> pd.DataFrame | None:
         if (run_dir / name).is_file():
             items = pd.read_parquet(run_dir / name)
             columns = [c for c in ITEM_COLUMNS if c in items.columns]
-            return items.set_index(items["item_id"].map(_key))[columns]
+            return items.set_index(items["item_id"].map(item_key))[columns]
     return None
 
 
-def _key(value: Any) -> str:
+def item_key(value: Any) -> str:
+    """An item id as text: the key the service looks items up by."""
     return str(plain(value))
