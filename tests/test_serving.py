@@ -292,13 +292,21 @@ class _RecordingPolicy:
     """Stands in for ServedPolicy: its 'model' is the list of items learnt, in order."""
 
     def __init__(self):
-        self.recommender = []
+        self.recommender, self.version = [], "v"
 
     def learn(self, contexts, items, rewards):
         self.recommender = self.recommender + list(items)
 
     def replace_model(self, recommender):
         self.recommender = recommender
+
+    def learner(self):
+        clone = _RecordingPolicy()
+        clone.recommender = list(self.recommender)
+        return clone
+
+    def publish(self, recommender, version):
+        self.recommender, self.version = recommender, version
 
 
 def test_feedback_is_learnt_and_snapshotted_in_log_order_whatever_the_threads_do(tmp_path):
@@ -328,3 +336,39 @@ def test_feedback_is_learnt_and_snapshotted_in_log_order_whatever_the_threads_do
     assert service.policy.recommender == ["a", "b"]
     restarted = Service(_RecordingPolicy(), SQLiteStore(tmp_path / "log.sqlite"), batch_size=1, snapshot_every=1)
     assert restarted.policy.recommender == ["a", "b"] and restarted.replayed == 0
+
+
+def test_learning_never_blocks_recommend_and_each_learnt_batch_is_a_new_version(client):
+    """A learning batch made to take 2 s: /recommend and /health answer meanwhile (they used to wait for it),
+    and the model version moves on once the batch is published."""
+    import threading
+
+    service = client.app.state.service
+    learner = service.learner.recommender
+    original = learner.partial_fit
+
+    def slow_partial_fit(*args, **kwargs):
+        time.sleep(2.0)
+        return original(*args, **kwargs)
+
+    learner.partial_fit = slow_partial_fit
+    before = client.get("/health").json()["model_version"]
+    answer = client.post("/recommend", json={"context": CONTEXT, "k": 4}).json()
+    items = [item["item_id"] for item in answer["items"]]
+    posts = [threading.Thread(target=client.post, args=("/feedback",),
+                              kwargs={"json": {"request_id": answer["request_id"], "item_id": item, "reward": 1}})
+             for item in items]  # batch_size 4: the fourth starts the slow batch
+    for post in posts:
+        post.start()
+    time.sleep(0.5)
+    started = time.perf_counter()
+    assert client.post("/recommend", json={"context": CONTEXT}).status_code == 200
+    assert client.get("/health").status_code == 200
+    waited = time.perf_counter() - started
+    for post in posts:
+        post.join()
+    del learner.partial_fit  # the shutdown snapshot pickles the learner
+    assert waited < 0.5, f"/recommend and /health waited {waited:.2f} s for learning"
+    after = client.get("/health").json()
+    assert after["events_learnt_since_start"] == 4 and after["model_version"] != before
+    assert after["model_version"].endswith("@feedback-4")

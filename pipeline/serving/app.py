@@ -14,6 +14,7 @@ feedback is lost when the process dies.
 
 
 import contextlib
+import copy
 import gc
 import pickle
 import threading
@@ -58,8 +59,10 @@ class Service:
     def __init__(self, policy: ServedPolicy, store: SQLiteStore, batch_size: int, snapshot_every: int):
         """``store`` is a ``SQLiteStore`` or anything with its methods (``RedisStore``)."""
         self.policy, self.store = policy, store
+        self.base_version = policy.version
         self.batch_size, self.snapshot_every = batch_size, snapshot_every
-        self.lock = threading.Lock()  # the model and the counters
+        self.lock = threading.Lock()  # the learner, the pending events, the counters
+        self.requests_lock = threading.Lock()  # the remembered requests (/recommend takes only this one)
         self.ingest_lock = threading.Lock()  # the order of the feedback log (taken before ``lock``)
         self.pending: list[tuple[int, dict, Any, float]] = []
         self.last_learnt = 0
@@ -71,6 +74,13 @@ class Service:
         self.clicks = 0
         self.feedback = 0
         self.replayed = self._restore()
+        # Learning never touches the served model: a learner copy learns, and each learnt batch is published as a
+        # fresh copy (a reference swap), so /recommend takes no lock that learning holds.
+        self.learner = policy.learner()
+        self.policy.version = self._version()
+
+    def _version(self) -> str:
+        return f"{self.base_version}@feedback-{self.last_learnt}"
 
     def _restore(self) -> int:
         snapshot = self.store.latest_snapshot()
@@ -82,16 +92,16 @@ class Service:
             self._learn(events[start:start + self.batch_size])
         return len(events)
 
-    def _learn(self, events: list[tuple[int, dict, Any, float]]) -> None:
+    def _learn(self, events: list[tuple[int, dict, Any, float]], learner: ServedPolicy | None = None) -> None:
         if events:
-            self.policy.learn([e[1] for e in events], [e[2] for e in events], [e[3] for e in events])
+            (learner or self.policy).learn([e[1] for e in events], [e[2] for e in events], [e[3] for e in events])
             self.last_learnt = events[-1][0]
             self.since_snapshot += len(events)
 
     def remember(self, context: dict, items: list) -> str:
         """A request id for this context and the items returned (feedback naming the id may name only those)."""
         request_id = uuid.uuid4().hex
-        with self.lock:
+        with self.requests_lock:
             self.requests[request_id] = (context, {item_key(item) for item in items}, set())
             while len(self.requests) > REMEMBERED_REQUESTS:
                 self.requests.popitem(last=False)
@@ -100,7 +110,7 @@ class Service:
     def claim(self, request_id: str, item: Any) -> dict:
         """The context of ``request_id`` for feedback on ``item``, marking it given; ``HTTPException`` when the id
         is unknown, the item was not returned for it, or its feedback was already acknowledged."""
-        with self.lock:
+        with self.requests_lock:
             remembered = self.requests.get(request_id)
             if remembered is None:
                 raise HTTPException(404, f"request_id {excerpt(request_id)} is unknown (or too old); send the context")
@@ -129,15 +139,19 @@ class Service:
         return feedback_id
 
     def flush(self) -> None:
-        """Learn the pending events (caller holds the lock) and snapshot when due."""
+        """Learn the pending events into the learner (caller holds the lock), publish a copy of it for serving and
+        snapshot when due."""
         batch, self.pending = self.pending, []
-        self._learn(batch)
+        if not batch:
+            return
+        self._learn(batch, self.learner)
+        self.policy.publish(copy.deepcopy(self.learner.recommender), self._version())
         self.learnt_since_start += len(batch)
         if self.since_snapshot >= self.snapshot_every:
             self.snapshot()
 
     def snapshot(self) -> None:
-        self.store.save_snapshot(self.last_learnt, pickle.dumps(self.policy.recommender))
+        self.store.save_snapshot(self.last_learnt, pickle.dumps(self.learner.recommender))
         self.since_snapshot = 0
 
     def observe(self, endpoint: str, status: int, seconds: float) -> None:
@@ -273,8 +287,7 @@ def create_app(run_dir: Path, policy: str, store: str | Path, batch_size: int = 
     async def recommend(body: RecommendRequest) -> dict:
         context = body.context.model_dump()
         k = body.k or served.recommender.top_k
-        with service.lock:
-            items = served.recommend(context, k)
+        items = served.recommend(context, k)  # the published model: learning never holds it
         request_id = service.remember(context, [item["item_id"] for item in items])
         return {"request_id": request_id, "policy": served.policy, "k": k, "items": items}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -66,10 +67,8 @@ class ServedPolicy:
         """Top-k items with Mab2Rec's scores (sigmoid of the policy's expectation) and, for LinUCB, the bonus."""
         vector = self._vectors([context])
         bonus = None
-        if self._scorer is None and self.contextual:
-            scorer = LinearScorer.from_recommender(self.recommender)
-            # sampling policies (LinTS, LinGreedy with epsilon > 0) keep MABWiser's own path
-            self._scorer = scorer if scorer is not None and scorer.is_deterministic else False
+        if self._scorer is None:
+            self._scorer = _fast_scorer(self.recommender)
         if self._scorer:
             raw = self._scorer.scores(vector)[0]
             expectations = 1 / (1 + np.exp(-raw))  # Mab2Rec's recommend applies the same sigmoid
@@ -96,6 +95,18 @@ class ServedPolicy:
         """Swap in a restored snapshot of the recommender."""
         self.recommender, self._scorer = recommender, None
 
+    def learner(self) -> "ServedPolicy":
+        """A copy that learns while this one serves: its own recommender, the same featurizer and items."""
+        clone = copy.copy(self)
+        clone.recommender, clone._scorer = copy.deepcopy(self.recommender), None
+        return clone
+
+    def publish(self, recommender, version: str) -> None:
+        """Serve ``recommender`` (a learner's copy) from now on, its stacked scorer built before the swap, so the
+        requests that follow pay nothing for it."""
+        scorer = _fast_scorer(recommender)
+        self.recommender, self._scorer, self.version = recommender, scorer, version
+
     def learn(self, contexts: list[dict], items: list, rewards: list[float]) -> None:
         self._scorer = None  # the stacked models are stale once the policy learns
         arms = [self.arm(item) for item in items]
@@ -103,6 +114,15 @@ class ServedPolicy:
             self.recommender.partial_fit(arms, rewards, self._vectors(contexts))
         else:
             self.recommender.partial_fit(arms, rewards)
+
+
+def _fast_scorer(recommender) -> LinearScorer | bool:
+    """LinUCB's and greedy LinGreedy's arms stacked into one matrix product; False for every other policy
+    (sampling ones, LinTS and LinGreedy with epsilon > 0, keep MABWiser's own path)."""
+    if not recommender.mab.is_contextual:
+        return False
+    scorer = LinearScorer.from_recommender(recommender)
+    return scorer if scorer is not None and scorer.is_deterministic else False
 
 
 def _item_table(run_dir: Path, seed: int) -> pd.DataFrame | None:
