@@ -121,6 +121,27 @@ def test_same_seed_same_model_and_export_import_reproduces_scores(tmp_path):
     assert heads["arms"] == list(range(100, 112)) and heads["policy"]["warm_start"] == "bpr"
 
 
+def test_the_item_tower_is_computed_once_per_encoder_and_arm_set(monkeypatch):
+    items, contexts, decisions, rewards = _toy_problem()
+    engine = NeuralLinearBandit(list(items["item_id"]), NeuralLinear(**FAST), items, seed=2)
+    engine.fit(decisions[:300], rewards[:300], contexts[:300])
+    calls = []
+    original = type(engine.encoder).item_side
+    monkeypatch.setattr(type(engine.encoder), "item_side", lambda self, x: calls.append(len(x)) or original(self, x))
+    first = engine.scores(contexts[:5], "mean")
+    second = engine.scores(contexts[5:9], "ucb")
+    assert calls == [len(engine.arms)]  # one tower for both requests
+    engine._item_tower_cache = None
+    np.testing.assert_array_equal(engine.scores(contexts[:5], "mean"), first)  # recomputed: same scores
+    assert second.shape == (4, len(engine.arms))
+    retrains = engine.counts["encoder_retrains"]
+    engine.partial_fit(decisions[300:450], rewards[300:450], contexts[300:450])
+    assert engine.counts["encoder_retrains"] > retrains
+    calls.clear()
+    engine.scores(contexts[:1], "mean")
+    assert calls == [len(engine.arms)]  # the retrained encoder's tower, not the stale one
+
+
 def test_partial_fit_continues_learning_and_retrains_on_schedule():
     items, contexts, decisions, rewards = _toy_problem()
     engine = NeuralLinearBandit(list(items["item_id"]), NeuralLinear(**FAST), items, seed=1)
