@@ -69,7 +69,23 @@ class TabularFeaturizer:
         else:
             self.transformer_.fit(prepared)
         self.feature_names_ = [str(name) for name in self.transformer_.get_feature_names_out()]
+        self.numeric_range_ = {c: (float(prepared[c].min()), float(prepared[c].max())) for c in self.numeric}
         return self
+
+    def unusual(self, record: dict) -> list[tuple[str, str]]:
+        """(column, why) for each value of ``record`` the fitted featurizer has not seen the like of: a categorical
+        level absent from training (it gets no column of its own), or a number farther outside the training
+        range than the range is wide.  Featurizers fitted before this check report only unseen levels."""
+        if not hasattr(self, "_levels_"):  # per request: built once
+            encoder = self.transformer_.named_transformers_.get("categorical")
+            self._levels_ = [{str(level) for level in levels} for levels in getattr(encoder, "categories_", [])]
+        found = [(column, "a level never seen in training") for column, levels in zip(self.categorical, self._levels_)
+                 if str(record[column]) not in levels]
+        for column, (low, high) in getattr(self, "numeric_range_", {}).items():
+            value, width = float(record[column]), high - low
+            if value < low - width or value > high + width:
+                found.append((column, f"far outside the training range [{low:g}, {high:g}]"))
+        return found
 
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
         return np.asarray(self.transformer_.transform(self._prepared(frame)), dtype=float)

@@ -59,6 +59,14 @@ def test_recommendations_equal_the_pipeline_policy_object(client, run_dir):
 def test_openapi_contract_lists_every_endpoint_and_field(client):
     schema = client.get("/openapi.json").json()
     assert {"/health", "/recommend", "/feedback", "/metrics"} <= set(schema["paths"])
+    codes = {path: set(schema["paths"][path][method]["responses"])
+             for path, method in (("/recommend", "post"), ("/feedback", "post"), ("/health", "get"))}
+    assert codes == {"/recommend": {"200", "413", "422"}, "/feedback": {"200", "404", "409", "413", "422"},
+                     "/health": {"200"}}
+    recommended = schema["components"]["schemas"]["RecommendResponse"]["properties"]
+    assert {"request_id", "items", "warnings"} <= set(recommended)
+    answer = client.post("/recommend", json={"context": CONTEXT}).json()
+    assert set(answer) == set(recommended)  # the declared schema is what is served
     context = schema["components"]["schemas"]["Context"]
     assert set(context["required"]) == set(CONTEXT) and context["additionalProperties"] is False
     request = schema["components"]["schemas"]["RecommendRequest"]["properties"]["k"]
@@ -372,3 +380,12 @@ def test_learning_never_blocks_recommend_and_each_learnt_batch_is_a_new_version(
     after = client.get("/health").json()
     assert after["events_learnt_since_start"] == 4 and after["model_version"] != before
     assert after["model_version"].endswith("@feedback-4")
+
+
+def test_unseen_levels_and_values_far_outside_training_are_reported(client):
+    usual = client.post("/recommend", json={"context": CONTEXT}).json()
+    assert usual["warnings"] == []
+    odd = client.post("/recommend", json={"context": {**CONTEXT, "age": 900, "device": "toaster"}}).json()
+    assert len(odd["items"]) == 5  # still served
+    assert any(w.startswith("age: 900") and "far outside the training range" in w for w in odd["warnings"])
+    assert any(w.startswith("device: 'toaster'") and "never seen" in w for w in odd["warnings"])

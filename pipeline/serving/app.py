@@ -53,6 +53,59 @@ def validation_errors(errors: list[dict]) -> list[dict]:
              "msg": error["msg"][:200], "type": error["type"]} for error in errors[:MAX_REPORTED_ERRORS]]
 
 
+# ----------------------------------------------------------------------------------- response schemas
+# Declared for the OpenAPI (``responses=``) without validating every response at run time (that would cost
+# more than the scoring).
+class ErrorResponse(BaseModel):
+    detail: str = Field(description="what was wrong; any value the client sent appears as a short excerpt only")
+
+
+class ValidationIssue(BaseModel):
+    loc: list[str | int] = Field(description="where in the body, each part cut to 60 characters")
+    msg: str
+    type: str
+
+
+class ValidationErrorResponse(BaseModel):
+    detail: list[ValidationIssue] = Field(description="at most 20 issues; the offending values are not repeated")
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"]
+    policy: str
+    items: int
+    model_version: str = Field(description="the run's model, @feedback-<id of the last feedback learnt>")
+    events_learnt_since_start: int
+    replayed_at_start: int
+    last_learnt_feedback_id: int
+
+
+class RecommendedItem(BaseModel):
+    model_config = ConfigDict(extra="allow")  # the item table's columns: name, category, price, ...
+    item_id: int | str
+    score: float
+    exploration_bonus: float | None = Field(None, description="LinUCB only")
+
+
+class RecommendResponse(BaseModel):
+    request_id: str = Field(description="name it in /feedback on one of these items")
+    policy: str
+    k: int
+    items: list[RecommendedItem]
+    warnings: list[str] = Field(description="context values unlike any in training (unseen levels, values far "
+                                            "outside the training range)")
+
+
+class FeedbackResponse(BaseModel):
+    feedback_id: int
+    acknowledged: bool = Field(description="true once the event is durably in the log")
+
+
+TOO_LARGE = {413: {"model": ErrorResponse, "description": f"body over {MAX_BODY_BYTES} bytes"}}
+INVALID = {422: {"model": ValidationErrorResponse, "description": "a field is missing, unknown, mistyped, "
+                                                                   "out of range or not finite"}}
+
+
 class Service:
     """The policy, its learning buffer, the store and the counters; thread-safe."""
 
@@ -276,22 +329,29 @@ def create_app(run_dir: Path, policy: str, store: str | Path, batch_size: int = 
     async def invalid_request(request, error: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": validation_errors(error.errors())}, status_code=422)
 
-    @app.get("/health")
+    @app.get("/health", response_model=None, responses={200: {"model": HealthResponse}})
     async def health() -> dict:
         return {"status": "ok", "policy": served.policy, "items": n_items, "model_version": served.version,
                 "events_learnt_since_start": service.learnt_since_start, "replayed_at_start": service.replayed,
                 "last_learnt_feedback_id": service.last_learnt}
 
     # async: scoring takes well under a millisecond, less than a hop to the thread pool would cost
-    @app.post("/recommend")
+    @app.post("/recommend", response_model=None,
+              responses={200: {"model": RecommendResponse}, **TOO_LARGE, **INVALID})
     async def recommend(body: RecommendRequest) -> dict:
         context = body.context.model_dump()
         k = body.k or served.recommender.top_k
         items = served.recommend(context, k)  # the published model: learning never holds it
         request_id = service.remember(context, [item["item_id"] for item in items])
-        return {"request_id": request_id, "policy": served.policy, "k": k, "items": items}
+        warnings = [f"{column}: {excerpt(context[column])} is {why}" for column, why in served.unusual(context)]
+        return {"request_id": request_id, "policy": served.policy, "k": k, "items": items, "warnings": warnings}
 
-    @app.post("/feedback")
+    @app.post("/feedback", response_model=None, responses={
+        200: {"model": FeedbackResponse},
+        404: {"model": ErrorResponse, "description": "unknown item_id or request_id"},
+        409: {"model": ErrorResponse, "description": "feedback on this item for this request_id was already given"},
+        **TOO_LARGE,
+        422: {"model": ValidationErrorResponse, "description": "invalid body, or an item the request did not return"}})
     def feedback(body: FeedbackRequest) -> dict:
         if not served.knows(body.item_id):
             raise HTTPException(404, f"item_id {excerpt(body.item_id)} is not one of the policy's {n_items} items")

@@ -51,6 +51,10 @@ class ServedPolicy:
     def contextual(self) -> bool:
         return bool(self.recommender.mab.is_contextual)
 
+    def unusual(self, context: dict) -> list[tuple[str, str]]:
+        """Context values unlike the training contexts (``TabularFeaturizer.unusual``); none without features."""
+        return self.featurizer.unusual(context) if self.featurizer is not None else []
+
     def knows(self, item: Any) -> bool:
         return item_key(item) in self._arm_by_key
 
