@@ -26,16 +26,17 @@ import httpx
 import numpy as np
 import pandas as pd
 
+from pipeline import layout
 from pipeline.localserver import free_port, wait_until_up
 from pipeline.serving.policy import ServedPolicy
 
 
 def contexts_from_run(run_dir: Path, policy: str, n: int, seed: int = 0) -> list[dict]:
     served = ServedPolicy(run_dir, policy)
-    info = json.loads((run_dir / "run.json").read_text())
+    info = json.loads((run_dir / layout.RUN_JSON).read_text())
     data_seed = info["seeds"][0]
-    events = pd.read_parquet(run_dir / f"data/seed_{data_seed}/interactions.parquet")
-    users = pd.read_parquet(run_dir / f"data/seed_{data_seed}/users.parquet")
+    events = pd.read_parquet(run_dir / layout.parquet(layout.data_table(data_seed, "interactions")))
+    users = pd.read_parquet(run_dir / layout.parquet(layout.data_table(data_seed, "users")))
     frame = events.sample(n=min(n, len(events)), random_state=seed).merge(users, on="user_id", how="left")
     columns = list(served.context_fields)
     return [{c: (v.item() if hasattr(v, "item") else v) for c, v in row.items()}

@@ -267,7 +267,9 @@ class LimitAndMeasure:
                 status[0] = message["status"]
             await send(message)
 
-        await self.app(scope, limited, sending)
+        # Only a body without a length is counted here: with one, the server already holds the body to that length,
+        # and every other request keeps the server's own receive (the hot path stays as it was).
+        await self.app(scope, limited if length is None else receive, sending)
         self.service.observe(label, status[0], time.perf_counter() - started)
 
 
