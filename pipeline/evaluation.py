@@ -283,10 +283,13 @@ def logging_truth_rows(truth: GroundTruth, fold: int, bootstrap: Bootstrap, draw
     events = truth.event_table.iloc[truth.oracle_rows]
     slots = (logged_slot_values(truth.model, events, truth.slate_size) if truth.slate_size is not None
              else truth.model.logged_value(events)[:, None])
-    rows = []
+    rows, by_width = [], {}
     for k in truth.k_values:
-        values = slots[:, :k].mean(axis=1)
-        resampled = bootstrap.mean_draws(values, truth.oracle_events)
+        width = min(k, slots.shape[1])  # one-item logs: the same values (and resamples) at every k
+        if width not in by_width:
+            values = slots[:, :width].mean(axis=1)
+            by_width[width] = values, bootstrap.mean_draws(values, truth.oracle_events)
+        values, resampled = by_width[width]
         if resampled is not None:
             draws[f"true_ctr@{k}"] = resampled
         rows.append((LOGGING, "true_ctr", k, fold, float(values.mean()), *interval_of(resampled), len(values)))

@@ -157,3 +157,15 @@ def test_a_slate_estimator_the_log_cannot_support_is_refused(write_config, slate
     code, message = run_cli(slate_config(write_config, slate_files, decision={"slate_estimator": "SIPS"}), capsys)
     assert_clean_failure(code, message, tmp_path / "runs", "evaluation.decision.slate_estimator is SIPS",
                          "slate_propensity", "IIPS")
+
+
+def test_an_impression_split_across_train_and_test_files_is_refused(write_config, slate_files, capsys, tmp_path):
+    log = pd.read_csv(slate_files / "interactions.csv")
+    cut = len(log) // 2 + 1  # in the middle of an impression (3 rows each)
+    log.iloc[:cut].to_csv(slate_files / "train.csv", index=False)
+    log.iloc[cut:].to_csv(slate_files / "test.csv", index=False)
+    config = slate_config(write_config, slate_files)
+    code, message = run_cli(config, capsys, "--set", "data.files.interactions=null", "--set",
+                            f"data.files.train={slate_files / 'train.csv'}", "--set",
+                            f"data.files.test={slate_files / 'test.csv'}", "--set", "split.method=given")
+    assert_clean_failure(code, message, tmp_path / "runs", "an impression lies in one file", "1 impression(s)")

@@ -59,22 +59,31 @@ def _check_grouped(frame: pd.DataFrame, origin: str, names, test_mask: np.ndarra
         first = int(np.flatnonzero(frame[SLATE_ID].isna().to_numpy())[0])
         raise DataError(f"{origin}: column {slate_column!r} (data.files.columns.slate_id) is empty at row {first + 1}; "
                         "every row needs the id of its impression")
+    # Every check is a vectorised per-impression aggregate broadcast to its rows (a Python function per
+    # impression took 53 s for 100k impressions).
     groups = frame.groupby(SLATE_ID, sort=False)
     n_slots = int(frame[POSITION].max())
-    size = groups[POSITION].transform("size")
-    wrong = (size != n_slots) | groups[POSITION].transform(lambda p: p.duplicated().any())
+
+    def in_impression(rows: pd.Series) -> pd.Series:
+        """Whether any row of each row's impression is marked."""
+        return rows.groupby(frame[SLATE_ID], sort=False).transform("any")
+
+    wrong = (groups[POSITION].transform("size") != n_slots) | in_impression(
+        frame.duplicated([SLATE_ID, POSITION], keep=False))
     _refuse(frame, wrong, origin, slate_column,
             f"every impression must have one row for each position 1..{n_slots} (the largest position in the file)")
-    _refuse(frame, groups[ITEM_ID].transform(lambda items: items.duplicated().any()), origin, slate_column,
+    _refuse(frame, in_impression(frame.duplicated([SLATE_ID, ITEM_ID], keep=False)), origin, slate_column,
             f"an impression shows each item once (column {names.item_id!r} repeats within it)")
     _refuse(frame, groups[USER_ID].transform("nunique") > 1, origin, slate_column,
             f"the rows of an impression belong to one user (column {names.user_id!r} differs within it)")
     if test_mask is not None:
-        _refuse(frame, groups[SLATE_ID].transform(lambda ids: len(set(test_mask[ids.index])) > 1), origin,
+        in_test = pd.Series(test_mask, index=frame.index)
+        _refuse(frame, in_test.groupby(frame[SLATE_ID], sort=False).transform("nunique") > 1, origin,
                 slate_column, "an impression lies in one file (it has rows in both data.files.train and .test)")
     if SLATE_PROPENSITY in frame.columns:
         _check_probability(frame[SLATE_PROPENSITY], origin, names.slate_propensity)
-        spread = groups[SLATE_PROPENSITY].transform(lambda p: p.max() - p.min() > AGREEMENT * p.max())
+        highest = groups[SLATE_PROPENSITY].transform("max")
+        spread = highest - groups[SLATE_PROPENSITY].transform("min") > AGREEMENT * highest
         _refuse(frame, spread, origin, slate_column,
                 f"column {names.slate_propensity!r} is the probability of the whole slate: one value per impression")
     if CASCADE_PROPENSITY in frame.columns:

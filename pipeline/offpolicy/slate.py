@@ -51,6 +51,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import OffPolicyConfig
+from pipeline.data.dataset import CASCADE_PROPENSITY, CONTEXT_ID, ITEM_ID, RESPONSE, SLATE_PROPENSITY
 from pipeline.evaluation import LOGGING
 from pipeline.offpolicy.diagnostics import overlap
 from pipeline.offpolicy.estimators import Estimator, LoggedFeedback
@@ -92,18 +93,18 @@ class LoggedSlates:
         """``test``: the fold's ``context_id, item_id, response`` test rows; ``rows``: the same rows' ``slot``
         (0-based), ``propensity`` and, where the log has them, ``slate``, ``slate_propensity``,
         ``cascade_propensity``; ``n_slots``: the log's slots per impression."""
-        context_ids = pd.unique(test["context_id"])
+        context_ids = pd.unique(test[CONTEXT_ID])
         slot = rows["slot"].to_numpy(dtype=np.int64)
         grouped = "slate" in rows
         slate = slate_items = None
         if grouped:
             slate = pd.factorize(rows["slate"])[0]
             slate_items = np.empty((slate.max() + 1, n_slots), dtype=object)
-            slate_items[slate, slot] = test["item_id"].to_numpy()
+            slate_items[slate, slot] = test[ITEM_ID].to_numpy()
         optional = {name: rows[name].to_numpy(dtype=float) if name in rows else None
-                    for name in ("slate_propensity", "cascade_propensity")}
-        return cls(pd.Index(context_ids).get_indexer(test["context_id"]), context_ids,
-                   test["item_id"].to_numpy(), slot, test["response"].to_numpy(dtype=float),
+                    for name in (SLATE_PROPENSITY, CASCADE_PROPENSITY)}
+        return cls(pd.Index(context_ids).get_indexer(test[CONTEXT_ID]), context_ids,
+                   test[ITEM_ID].to_numpy(), slot, test[RESPONSE].to_numpy(dtype=float),
                    rows["propensity"].to_numpy(dtype=float), n_slots, logged_items, slate, slate_items, **optional)
 
 
