@@ -30,7 +30,7 @@ import pandas as pd
 
 from pipeline.config import EvaluationConfig
 from pipeline.evaluation import LOGGING, ORACLE, TRUE_SLATE_CTR
-from pipeline.offpolicy import OBSERVED, OBSERVED_SLATE, SLATE_ESTIMATORS
+from pipeline.offpolicy import OBSERVED, observed_name
 from pipeline.uncertainty import Z_95
 
 Z_POWER_80 = 0.8416212335729143
@@ -77,7 +77,7 @@ def with_logging_draws(draws: pd.DataFrame, label: str) -> pd.DataFrame:
     if label.startswith("true_"):
         return draws[draws["label"] == label]
     name, _, k = label.rpartition("@")
-    observed = (draws["policy"] == LOGGING) & (draws["label"] == f"{_observed_name(name)}@{k}")
+    observed = (draws["policy"] == LOGGING) & (draws["label"] == f"{observed_name(name)}@{k}")
     return pd.concat([draws[(draws["label"] == label) & (draws["policy"] != LOGGING)],
                       draws[observed].assign(label=label)], ignore_index=True)
 
@@ -180,11 +180,6 @@ def _k_of(label: str) -> int | None:
     return int(tail) if tail.isdigit() else None
 
 
-def _observed_name(estimator: str) -> str:
-    """The logging policy's row standing in for ``estimator``: its observed rate per slot on a slate log."""
-    return OBSERVED_SLATE if estimator in SLATE_ESTIMATORS else OBSERVED
-
-
 def _records(table: pd.DataFrame) -> list[dict]:
     return [{key: (None if isinstance(value, float) and not np.isfinite(value) else value)
              for key, value in row.items()} for row in table.to_dict("records")]
@@ -198,7 +193,7 @@ def decision_values(label: str, kind: str, metrics: pd.DataFrame, off_policy: pd
     (the ``observed`` rows) and its true value for truth decisions (a ``true_ctr`` row)."""
     name, _, k = label.rpartition("@")
     if kind == "off_policy":
-        rows = off_policy[(off_policy["k"] == int(k)) & (off_policy["estimator"].isin([name, _observed_name(name)]))]
+        rows = off_policy[(off_policy["k"] == int(k)) & (off_policy["estimator"].isin([name, observed_name(name)]))]
         return rows.groupby("policy")["value"].mean(), rows.groupby("policy")["reliable"].all()
     values = metrics[(metrics["metric"] == name) & (metrics["k"] == int(k))].groupby("policy")["value"].mean()
     if kind == "replay" and off_policy is not None:

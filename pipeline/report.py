@@ -9,7 +9,7 @@ from scipy import stats
 from pipeline.beyond_accuracy import NAMES as BEYOND_ACCURACY
 from pipeline.config import METRIC_NAMES
 from pipeline.evaluation import ORACLE, TRUE_SLATE_CTR
-from pipeline.offpolicy import ESTIMATORS, OBSERVED, OBSERVED_SLATE, SLATE_ESTIMATORS
+from pipeline.offpolicy import ESTIMATORS, OBSERVED_SLATE, observed_name
 
 
 def leaderboard(metrics: pd.DataFrame, k: int, off_policy: pd.DataFrame | None = None,
@@ -30,8 +30,8 @@ def leaderboard(metrics: pd.DataFrame, k: int, off_policy: pd.DataFrame | None =
     if off_policy is not None and len(off_policy):
         slates = off_policy[off_policy["estimator"] == OBSERVED_SLATE]
         for name in estimators:  # a slate estimator at the log's slots (the logging policy: its observed rate)
-            at, observed = (k, OBSERVED) if name in ESTIMATORS else (slates["k"].max(), OBSERVED_SLATE)
-            rows = off_policy[(off_policy["k"] == at) & off_policy["estimator"].isin([name, observed])]
+            at = k if name in ESTIMATORS else slates["k"].max()
+            rows = off_policy[(off_policy["k"] == at) & off_policy["estimator"].isin([name, observed_name(name)])]
             if len(rows):
                 columns[f"{name}@{at}"] = rows.groupby("policy", sort=False)["value"].mean()
     for name in list(METRIC_NAMES) + list(BEYOND_ACCURACY):

@@ -17,7 +17,7 @@ from pipeline import layout
 from pipeline.beyond_accuracy import NAMES as BEYOND_ACCURACY
 from pipeline.config import METRIC_NAMES
 from pipeline.decision import pooled_draws, with_logging_draws
-from pipeline.offpolicy import ESTIMATORS, OBSERVED, OBSERVED_SLATE, SLATE_ESTIMATORS
+from pipeline.offpolicy import OBSERVED, OBSERVED_SLATE, SLATE_ESTIMATORS, observed_name
 from pipeline.report import leaderboard
 
 TITLE = "Leaderboard"
@@ -81,10 +81,10 @@ def _cells(values: pd.DataFrame, summary: pd.DataFrame, off_policy: pd.DataFrame
     if off_policy is not None:
         slate = off_policy["estimator"].isin([*SLATE_ESTIMATORS, OBSERVED_SLATE])  # at the log's slots, not k
         at_k = off_policy[slate | (off_policy["k"] == k)]
-        stands_in = {OBSERVED: set(ESTIMATORS), OBSERVED_SLATE: set(SLATE_ESTIMATORS)}  # the logging policy's rows
         for (policy, name, at), group in at_k.groupby(["policy", "estimator", "k"]):
-            columns = [f"{name}@{at}"] if name not in stands_in else [
-                c for c in values.columns if c.split("@")[0] in stands_in[name] & set(at_k["estimator"])]
+            columns = [f"{name}@{at}"] if name not in (OBSERVED, OBSERVED_SLATE) else [  # the logging policy's rows
+                c for c in values.columns if c.split("@")[0] in set(at_k["estimator"])
+                and observed_name(c.split("@")[0]) == name]
             for column in columns:
                 unreliable = "" if group["reliable"].all() else " !"
                 value, low, high = group[["value", "low", "high"]].mean()

@@ -15,11 +15,11 @@ from pipeline.offpolicy.evaluate import (LOGGING, OBSERVED, OFF_POLICY_COLUMNS, 
                                          logging_policy_estimates, policy_estimates, summarise_against_truth)
 from pipeline.offpolicy.reward_model import CrossFittedRewardModel, RewardModel
 from pipeline.offpolicy.slate import (OBSERVED_SLATE, SLATE_ESTIMATORS, LoggedSlates, logging_slate_estimate,
-                                      slate_estimates, unavailable_estimators)
+                                      observed_name, slate_estimates, unavailable_estimators)
 from pipeline.offpolicy.slate_target import slate_target_terms
 from pipeline.offpolicy.target import TargetTerms, target_terms
 
 __all__ = ["ESTIMATORS", "LOGGING", "OBSERVED", "OBSERVED_SLATE", "SLATE_ESTIMATORS", "LoggedSlates",
-           "logging_slate_estimate", "slate_estimates", "slate_target_terms", "unavailable_estimators", "OFF_POLICY_COLUMNS", "CrossFittedRewardModel", "LoggedFeedback",
+           "logging_slate_estimate", "observed_name", "slate_estimates", "slate_target_terms", "unavailable_estimators", "OFF_POLICY_COLUMNS", "CrossFittedRewardModel", "LoggedFeedback",
            "LoggedTestEvents", "RewardModel", "TargetTerms", "logging_policy_estimates", "policy_estimates",
            "summarise_against_truth", "target_terms"]

@@ -55,7 +55,7 @@ from pipeline.data.dataset import CASCADE_PROPENSITY, CONTEXT_ID, ITEM_ID, RESPO
 from pipeline.evaluation import LOGGING
 from pipeline.offpolicy.diagnostics import overlap
 from pipeline.offpolicy.estimators import Estimator, LoggedFeedback
-from pipeline.offpolicy.evaluate import OFF_POLICY_COLUMNS, off_policy_row
+from pipeline.offpolicy.evaluate import OBSERVED, OFF_POLICY_COLUMNS, off_policy_row
 from pipeline.offpolicy.intervals import Estimate, estimate, widen
 from pipeline.uncertainty import Z_95, Bootstrap
 
@@ -195,6 +195,12 @@ class SlateTerms:
     cascade_square: np.ndarray | None = None  # sum over prefixes t of length k of pi(t | x_i)^2
     slate: np.ndarray | None = None  # pi(s_i | x_i), on each row of the impression
     slate_square: np.ndarray | None = None
+
+
+def observed_name(estimator: str) -> str:
+    """The logging policy's row that stands in for ``estimator`` (its value on its own log is observed):
+    ``observed_slate`` for a slate estimator, ``observed`` for the one-item and top-k estimators."""
+    return OBSERVED_SLATE if estimator in SLATE_ESTIMATORS else OBSERVED
 
 
 def missing_input(estimator: type[SlateEstimator], logged: LoggedSlates) -> str | None:
