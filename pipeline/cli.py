@@ -16,6 +16,8 @@ from pathlib import Path
 import yaml
 
 from pipeline.errors import PipelineError, describe_os_error
+from pipeline.serving.cli import COMMANDS as SERVING_COMMANDS
+from pipeline.serving.cli import add_commands as add_serving_commands
 
 EPILOG = """examples:
   python -m pipeline run configs/default.yaml
@@ -43,70 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
     commands.add_parser("bench", add_help=False, help="time our pipeline against plain Mab2Rec on synthetic data "
                                                       "(python -m pipeline bench --help)")
-    serve = commands.add_parser("serve", help="serve a run's trained policy over HTTP (FastAPI)",
-                                description="serve a run's trained policy over HTTP, learning from feedback")
-    serve.add_argument("run_dir", help="a run directory, e.g. runs/20261125-000705-default")
-    serve.add_argument("--policy", required=True, help="policy name as in the run's leaderboard, e.g. LinUCB")
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only; "
-                                                            "0.0.0.0 exposes the service to the network)")
-    serve.add_argument("--port", type=port_number, default=8000, help="TCP port, 1-65535 (default 8000)")
-    serve.add_argument("--store", help="SQLite file or redis:// URL for the feedback log and snapshots "
-                                       "(default: RUN_DIR/serving/POLICY.sqlite)")
-    serve.add_argument("--store-namespace", help="prefix of the Redis keys (default: bandit:RUN:POLICY)")
-    serve.add_argument("--batch-size", type=positive_int, default=32, help="feedback events per partial_fit")
-    serve.add_argument("--snapshot-every", type=positive_int, default=1000,
-                       help="learnt events between model snapshots")
+    add_serving_commands(commands)
     return parser
-
-
-def port_number(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = None
-    if value is None or not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"a TCP port is a whole number from 1 to 65535; got {text[:40]!r}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number; got {text[:40]!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1; got {text}")
-    return value
-
-
-def check_can_listen(host: str, port: int) -> None:
-    """A port in use or an unknown address is the user's to fix (uvicorn would log it and exit with code 3)."""
-    import socket
-
-    try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
-            probe.bind((host, port))
-    except OSError as error:
-        raise PipelineError(f"serve: cannot listen on {host[:100]}:{port} ({error.strerror or error}); choose another "
-                            "--port, or a --host address of this machine") from None
-
-
-def serve(args) -> int:
-    import uvicorn
-
-    from pipeline.rundir import check_complete_run
-    from pipeline.layout import safe_name
-    from pipeline.serving.app import create_app
-
-    check_complete_run(Path(args.run_dir))
-    check_can_listen(args.host, args.port)
-    store = args.store or Path(args.run_dir) / "serving" / f"{safe_name(args.policy)}.sqlite"
-    app = create_app(Path(args.run_dir), args.policy, store, args.batch_size, args.snapshot_every,
-                     namespace=args.store_namespace)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
-    return 0
 
 
 def _quiet_library_warnings() -> None:
@@ -141,8 +81,11 @@ def main(argv: list[str] | None = None) -> int:
         _quiet_library_warnings()
         logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
                             format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
-        if args.command == "serve":
-            return serve(args)
+        if args.command in SERVING_COMMANDS:
+            if args.command == "train-stream":  # SIGTERM commits what was learnt, as Ctrl-C does
+                for name in ("SIGTERM", "SIGHUP"):
+                    signal.signal(getattr(signal, name), _terminate_like_ctrl_c)
+            return SERVING_COMMANDS[args.command](args)
         from pipeline.config import load_config  # imported here so --help stays instant
 
         config = load_config(args.config, args.overrides)

@@ -65,19 +65,8 @@ class LinearScorer:
 
     @classmethod
     def from_recommender(cls, recommender) -> "LinearScorer | None":
-        policy = recommender.learning_policy
-        kinds = {LearningPolicy.LinUCB: "ucb", LearningPolicy.LinTS: "ts", LearningPolicy.LinGreedy: "greedy"}
-        kind = kinds.get(type(policy))
-        if kind is None or recommender.neighborhood_policy is not None or policy.scale:
-            return None
-        models = recommender.mab._imp.arm_to_model  # see the module docstring
-        arms = list(recommender.mab.arms)
-        if any(models[arm].beta is None for arm in arms):
-            return None
-        betas = np.stack([models[arm].beta for arm in arms])
-        inverses = np.stack([models[arm].A_inv for arm in arms]) if kind != "greedy" else None
-        return cls(arms, betas, inverses, kind, alpha=float(getattr(policy, "alpha", 0.0)),
-                   epsilon=float(getattr(policy, "epsilon", 0.0)))
+        arrays = linear_arrays(recommender)
+        return None if arrays is None else cls(**arrays)
 
     def quadratic(self, contexts: np.ndarray) -> np.ndarray:
         """``x^T A_a^-1 x`` for every context row and arm, shape (contexts, arms)."""
@@ -105,6 +94,24 @@ class LinearScorer:
             explore = rng.random(len(contexts)) < self.epsilon
             values[explore] = rng.random((int(explore.sum()), len(self.arms)))
         return values
+
+
+def linear_arrays(recommender) -> dict | None:
+    """A trained LinGreedy/LinUCB/LinTS recommender as ``LinearScorer``'s arguments: its arms, each arm's
+    ``beta`` and ``A^-1`` (LinGreedy: none), kind, alpha and epsilon; ``None`` for any other policy."""
+    policy = recommender.learning_policy
+    kinds = {LearningPolicy.LinUCB: "ucb", LearningPolicy.LinTS: "ts", LearningPolicy.LinGreedy: "greedy"}
+    kind = kinds.get(type(policy))
+    if kind is None or recommender.neighborhood_policy is not None or policy.scale:
+        return None
+    models = recommender.mab._imp.arm_to_model  # see the module docstring
+    arms = list(recommender.mab.arms)
+    if any(models[arm].beta is None for arm in arms):
+        return None
+    return {"arms": arms, "betas": np.stack([models[arm].beta for arm in arms]),
+            "inverses": np.stack([models[arm].A_inv for arm in arms]) if kind != "greedy" else None,
+            "kind": kind, "alpha": float(getattr(policy, "alpha", 0.0)),
+            "epsilon": float(getattr(policy, "epsilon", 0.0))}
 
 
 class RandomScorer:

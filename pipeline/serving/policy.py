@@ -85,11 +85,18 @@ class ServedPolicy:
                 items, scores = self.recommender.recommend(vector, return_scores=True)
             finally:
                 self.recommender.top_k = previous
+        return self.item_rows(items, scores, bonus)
+
+    def item_rows(self, items: list, scores, bonus=None, propensities=None) -> list[dict]:
+        """The response rows of ranked items: id, score, LinUCB's bonus, the probability it was shown there, and
+        the item table's columns."""
         out = []
         for rank, (item, score) in enumerate(zip(items, scores)):
             row = {"item_id": plain(item), "score": float(score)}
             if bonus is not None:
                 row["exploration_bonus"] = float(bonus[rank])
+            if propensities is not None:
+                row["propensity"] = float(propensities[rank])
             if self.items is not None and item_key(item) in self.items.index:
                 row.update({c: plain(v) for c, v in self.items.loc[item_key(item)].items()})
             out.append(row)

@@ -1,0 +1,170 @@
+"""The Redis side of the production path (seed 004 with Redis Streams in Kafka's place).
+
+Keys, all under one hash tag ``{namespace}`` so a Redis Cluster keeps them on one node:
+
+- ``{ns}:meta`` (hash): the number of feedback partitions, fixed when the first replica starts;
+- ``{ns}:served`` (stream): every served response (context, shown list, scores, propensities, model version);
+  its entry id *is* the request id, so a replica answers feedback for a request another replica served;
+- ``{ns}:feedback:<p>`` (stream, one per partition): acknowledged feedback, partitioned by item (as Flink keys
+  by item), each event carrying the request's context and the version that served it;
+- ``{ns}:given:<request id>:<item>``: "feedback already given", expiring with the feedback window;
+- ``{ns}:trainer:<p>`` (hash): the trainer's state and the last feedback id it applied, written together;
+- ``{ns}:params:<p>`` (hash): the serving parameters of the partition's items and their version;
+- ``{ns}:lease:<p>``: which trainer owns the partition (one at a time, or events would be counted twice).
+
+Feedback is accepted by one Lua script (atomic in Redis): the request must exist and be younger than the
+window, the item must be one it showed, and no feedback on that item may have been given; then the event is
+appended.  With ``--appendonly yes --appendfsync always`` the append is on disk before Redis replies, so the
+acknowledgement follows durability.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.errors import ConfigError
+
+FEEDBACK_GROUP = "trainers"
+ITEM_SEPARATOR = "\t"  # shown items are stored as "\t7\t12\t3\t" so the script can test membership
+
+# KEYS: served stream, feedback stream of the item's partition, the "given" key.
+# ARGV: request id, item key, reward, feedback window (ms).  Returns {status} or {"ok", feedback id}.
+FEEDBACK_SCRIPT = """
+local issued = tonumber(string.match(ARGV[1], '^(%d+)%-%d+$'))
+if not issued then return {'unknown'} end
+local now = redis.call('TIME')
+if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - issued > tonumber(ARGV[4]) then
+  return {'expired'}
+end
+local entry = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
+if #entry == 0 then return {'unknown'} end
+local fields, served = entry[1][2], {}
+for i = 1, #fields, 2 do served[fields[i]] = fields[i + 1] end
+if not string.find(served['items'], '\\t' .. ARGV[2] .. '\\t', 1, true) then return {'not-shown'} end
+if not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[4]) then return {'duplicate'} end
+local id = redis.call('XADD', KEYS[2], '*', 'request_id', ARGV[1], 'item', ARGV[2], 'reward', ARGV[3],
+                      'context', served['context'], 'version', served['version'])
+return {'ok', id}
+"""
+
+# KEYS: trainer hash, params hash, lease.  ARGV: lease token, state, last id, applied, params, version.
+# The state and the offset are written in one step, and only by the trainer that holds the lease.
+COMMIT_SCRIPT = """
+if redis.call('GET', KEYS[3]) ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'state', ARGV[2], 'last_id', ARGV[3], 'applied', ARGV[4])
+redis.call('HSET', KEYS[2], 'params', ARGV[5], 'version', ARGV[6], 'last_id', ARGV[3], 'applied', ARGV[4])
+return 1
+"""
+
+# KEYS: lease.  ARGV: token, milliseconds.  Takes a free lease or renews our own.
+LEASE_SCRIPT = """
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+
+class StreamKeys:
+    """The key names of one served policy (``namespace``, default ``bandit:RUN:POLICY``)."""
+
+    def __init__(self, namespace: str):
+        self.namespace = namespace
+        tag = "{" + namespace + "}"
+        self.meta, self.served = f"{tag}:meta", f"{tag}:served"
+        self._tag = tag
+
+    def feedback(self, partition: int) -> str:
+        return f"{self._tag}:feedback:{partition}"
+
+    def given(self, request_id: str, item: str) -> str:
+        return f"{self._tag}:given:{request_id}:{item}"
+
+    def trainer(self, partition: int) -> str:
+        return f"{self._tag}:trainer:{partition}"
+
+    def params(self, partition: int) -> str:
+        return f"{self._tag}:params:{partition}"
+
+    def lease(self, partition: int) -> str:
+        return f"{self._tag}:lease:{partition}"
+
+
+def partition_of(item_key: str, partitions: int) -> int:
+    """The feedback partition of an item: a hash that is the same in every process (unlike ``hash``)."""
+    return zlib.crc32(item_key.encode()) % partitions
+
+
+def stream_id(text: str | bytes) -> tuple[int, int]:
+    """A stream entry id as a comparable pair (``"1732590000000-3"`` -> ``(1732590000000, 3)``)."""
+    text = text.decode() if isinstance(text, bytes) else text
+    millis, _, sequence = text.partition("-")
+    return int(millis), int(sequence or 0)
+
+
+def decoded(fields: dict) -> dict[str, str]:
+    return {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+            for k, v in fields.items()}
+
+
+def ensure_partitions(client, keys: StreamKeys, requested: int | None, create: bool) -> int:
+    """The namespace's number of feedback partitions.  The first replica fixes it (``requested``, default 1);
+    later replicas must agree; a trainer (``create=False``) needs a replica to have started first."""
+    if create:
+        client.hsetnx(keys.meta, "partitions", requested or 1)
+    stored = client.hget(keys.meta, "partitions")
+    if stored is None:
+        raise ConfigError(f"Redis namespace {keys.namespace!r} has no served policy yet: start "
+                          "`python -m pipeline serve ... --store redis://...` with the same namespace first")
+    partitions = int(stored)
+    if requested is not None and requested != partitions:
+        raise ConfigError(f"--partitions {requested}: namespace {keys.namespace!r} already has {partitions} feedback "
+                          "partitions (the trainers' state is keyed by them); use the same number or another "
+                          "--store-namespace")
+    return partitions
+
+
+# ------------------------------------------------------------------------------------ published parameters
+@dataclass(frozen=True)
+class PartitionParams:
+    """What a trainer publishes for its items: each arm's ``beta`` and ``A^-1`` (LinUCB, LinTS), as seed 004's
+    Flink job publishes ``A^-1`` and ``b``; ``last_id`` is the last feedback id they include."""
+
+    arm_keys: list[str]
+    betas: np.ndarray
+    inverses: np.ndarray | None
+    version: str
+    last_id: str
+    applied: int
+
+    def to_bytes(self) -> bytes:
+        """npz without pickles: a replica never unpickles what it reads from the store."""
+        buffer = io.BytesIO()
+        arrays = {"arm_keys": np.array(self.arm_keys, dtype=str), "betas": self.betas}
+        if self.inverses is not None:
+            arrays["inverses"] = self.inverses
+        np.savez(buffer, **arrays)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_hash(cls, fields: dict) -> "PartitionParams":
+        arrays = np.load(io.BytesIO(fields[b"params"]), allow_pickle=False)
+        return cls([str(key) for key in arrays["arm_keys"]], arrays["betas"],
+                   arrays["inverses"] if "inverses" in arrays.files else None, fields[b"version"].decode(),
+                   fields[b"last_id"].decode(), int(fields[b"applied"]))
+
+
+def served_entry(context: dict, item_keys: list[str], scores: list[float], propensities: dict, version: str,
+                 epsilon: float) -> dict[str, str]:
+    """The fields of one served response in ``{ns}:served``."""
+    return {"context": json.dumps(context, separators=(",", ":")),
+            "items": ITEM_SEPARATOR + ITEM_SEPARATOR.join(item_keys) + ITEM_SEPARATOR,
+            "scores": json.dumps(scores), "propensities": json.dumps(propensities, separators=(",", ":")),
+            "version": version, "epsilon": repr(epsilon)}

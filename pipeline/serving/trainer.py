@@ -1,0 +1,180 @@
+"""The trainer of the production path: seed 004's Flink job, on Redis Streams.
+
+``python -m pipeline train-stream RUN_DIR --policy NAME --store redis://...`` owns some (default: all) of the
+namespace's feedback partitions.  For each it
+
+1. restores its state (the pickled learner) and the id of the last event that state includes, or starts from
+   the run's trained model;
+2. reads the partition's stream in the consumer group ``trainers``: first the entries it was given before a
+   crash and never acknowledged, then new ones; any entry at or below the restored id is already in the state
+   and is skipped, every other one is learnt (``partial_fit``: ``A += x x^T``, ``b += r x`` for LinUCB/LinTS);
+3. every ``publish_every`` seconds (5, as seed 004) writes, in one atomic script, the state, the last id and
+   the serving parameters with a new version, then acknowledges the entries it covers.
+
+A kill -9 at any moment loses only uncommitted work, which the restarted trainer reads again from the stream:
+each event is in the model exactly once.  A partition has one owner at a time (a lease renewed while the
+trainer runs; the commit checks it), since two owners would count events twice.  Partitions are by item
+(``streams.partition_of``), as Flink keys by item: each trainer updates only its items' models and publishes
+only their parameters, and replicas merge the partitions.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import redis
+
+from pipeline.errors import ConfigError
+from pipeline.scoring import linear_arrays
+from pipeline.serving.policy import ServedPolicy, item_key
+from pipeline.serving.replica import STREAM_POLICIES
+from pipeline.serving.streams import (COMMIT_SCRIPT, FEEDBACK_GROUP, LEASE_SCRIPT, PartitionParams, StreamKeys,
+                                      decoded, ensure_partitions, partition_of, stream_id)
+
+CONSUMER = "trainer"  # one owner per partition (the lease), so one consumer name keeps its pending entries
+READ_COUNT = 1000  # entries per read; learnt as one partial_fit batch
+
+
+class LostLease(RuntimeError):
+    """Another trainer took a partition over (this one stalled past its lease): stop without committing."""
+
+
+class PartitionState:
+    """One partition's learner, the last feedback id it includes, and the entries read but not acknowledged."""
+
+    def __init__(self, partition: int, learner: ServedPolicy, arm_keys: list[str], saved: dict):
+        self.partition, self.learner, self.arm_keys = partition, learner, arm_keys
+        if saved:
+            learner.replace_model(pickle.loads(saved[b"state"]))
+            self.last_id, self.applied = saved[b"last_id"].decode(), int(saved[b"applied"])
+        else:
+            self.last_id, self.applied = "0-0", 0
+        self.unacknowledged: list[bytes] = []
+        self.dirty = False
+
+
+class StreamTrainer:
+    def __init__(self, run_dir: Path, policy: str, url: str, namespace: str, partitions: list[int] | None = None,
+                 lease_seconds: float = 10.0, seed: int | None = None):
+        self.keys, self.lease_ms = StreamKeys(namespace), int(lease_seconds * 1000)
+        self.token = uuid.uuid4().hex
+        try:
+            self.client = redis.Redis.from_url(url)
+            total = ensure_partitions(self.client, self.keys, None, create=False)
+        except redis.RedisError as error:
+            raise ConfigError(f"--store {url[:60]}: cannot reach Redis ({str(error)[:200]})") from None
+        owned = list(range(total)) if not partitions else partitions
+        if any(not 0 <= p < total for p in owned):
+            raise ConfigError(f"--partition {owned}: namespace {namespace!r} has partitions 0 to {total - 1}")
+        self.commit_script = self.client.register_script(COMMIT_SCRIPT)
+        self.lease_script = self.client.register_script(LEASE_SCRIPT)
+        self.states: dict[int, PartitionState] = {}
+        for p in owned:
+            learner = ServedPolicy(run_dir, policy, seed=seed)
+            if linear_arrays(learner.recommender) is None:
+                raise ConfigError(f"train-stream: {policy!r} is not one of {', '.join(STREAM_POLICIES)}, the policies "
+                                  "the production path publishes; serve it in the laptop mode (SQLite --store)")
+            keys = [item_key(arm) for arm in learner.arms if partition_of(item_key(arm), total) == p]
+            self._acquire(p)
+            self.states[p] = PartitionState(p, learner, keys, self.client.hgetall(self.keys.trainer(p)))
+            try:
+                self.client.xgroup_create(self.keys.feedback(p), FEEDBACK_GROUP, id="0", mkstream=True)
+            except redis.ResponseError as error:  # BUSYGROUP: created by an earlier run
+                if "BUSYGROUP" not in str(error):
+                    raise
+            self._drain_pending(p)
+
+    def _acquire(self, partition: int) -> None:
+        """Take the partition's lease, waiting for a stopped owner's to expire (a killed trainer's does)."""
+        waited = False
+        while not self.lease_script(keys=[self.keys.lease(partition)], args=[self.token, self.lease_ms]):
+            if not waited:
+                print(f"train-stream: partition {partition} is owned by another trainer; waiting for its lease "
+                      f"(at most {self.lease_ms / 1000:g} s after it stops)", file=sys.stderr)
+                waited = True
+            time.sleep(0.2)
+
+    def _renew(self) -> None:
+        for p in self.states:
+            if not self.lease_script(keys=[self.keys.lease(p)], args=[self.token, self.lease_ms]):
+                raise LostLease(f"partition {p} was taken over by another trainer")
+
+    def _drain_pending(self, p: int) -> None:
+        """Entries given to this partition's consumer before a crash and never acknowledged: those after the
+        restored id are learnt now, the others were in the committed state already."""
+        after = "0"
+        while entries := self.client.xreadgroup(FEEDBACK_GROUP, CONSUMER, {self.keys.feedback(p): after},
+                                                count=READ_COUNT)[0][1]:
+            self._learn(self.states[p], entries)
+            after = entries[-1][0]
+
+    def poll(self, block_ms: int) -> int:
+        """Read and learn new entries (waiting up to ``block_ms``); the number of events learnt."""
+        streams = {self.keys.feedback(p): ">" for p in self.states}
+        learnt = 0
+        for stream, entries in self.client.xreadgroup(FEEDBACK_GROUP, CONSUMER, streams, count=READ_COUNT,
+                                                      block=block_ms) or []:
+            learnt += self._learn(self.states[int(stream.decode().rsplit(":", 1)[1])], entries)
+        return learnt
+
+    def _learn(self, state: PartitionState, entries: list) -> int:
+        last = stream_id(state.last_id)
+        fresh = [(entry_id, decoded(fields)) for entry_id, fields in entries if stream_id(entry_id) > last]
+        state.unacknowledged += [entry_id for entry_id, _ in entries]
+        if fresh:
+            state.learner.learn([json.loads(f["context"]) for _, f in fresh], [f["item"] for _, f in fresh],
+                                [float(f["reward"]) for _, f in fresh])
+            state.last_id, state.applied, state.dirty = fresh[-1][0].decode(), state.applied + len(fresh), True
+        return len(fresh)
+
+    def publish(self) -> int:
+        """Commit and publish every partition with news; the number published."""
+        published = 0
+        for p, state in self.states.items():
+            if state.dirty:
+                self._commit(state)
+                published += 1
+            if state.unacknowledged:  # entries covered by the committed state (or skipped as already in it)
+                self.client.xack(self.keys.feedback(p), FEEDBACK_GROUP, *state.unacknowledged)
+                state.unacknowledged = []
+        return published
+
+    def _commit(self, state: PartitionState) -> None:
+        arrays = linear_arrays(state.learner.recommender)
+        mine = set(state.arm_keys)
+        rows = [i for i, arm in enumerate(arrays["arms"]) if item_key(arm) in mine]
+        version = f"p{state.partition}:{state.last_id}"
+        params = PartitionParams(state.arm_keys, arrays["betas"][rows],
+                                 None if arrays["inverses"] is None else arrays["inverses"][rows],
+                                 version, state.last_id, state.applied)
+        p = state.partition
+        done = self.commit_script(keys=[self.keys.trainer(p), self.keys.params(p), self.keys.lease(p)],
+                                  args=[self.token, pickle.dumps(state.learner.recommender), state.last_id,
+                                        state.applied, params.to_bytes(), version])
+        if not done:
+            raise LostLease(f"partition {p} was taken over by another trainer before this commit")
+        state.dirty = False
+
+    def run(self, publish_every: float, stop_after: float | None = None) -> None:
+        """Learn and publish until interrupted (Ctrl-C/SIGTERM commit what was learnt) or ``stop_after`` s."""
+        started = time.monotonic()
+        next_publish = started + publish_every
+        try:
+            while stop_after is None or time.monotonic() - started < stop_after:
+                self._renew()
+                wait = max(1, min(1000, int((next_publish - time.monotonic()) * 1000)))
+                self.poll(block_ms=wait)
+                if time.monotonic() >= next_publish:
+                    self.publish()
+                    next_publish = time.monotonic() + publish_every
+        finally:
+            if sys.exc_info()[0] is not LostLease:
+                self.publish()
+            for p in self.states:  # hand the partitions over at once
+                if self.client.get(self.keys.lease(p)) == self.token.encode():
+                    self.client.delete(self.keys.lease(p))
