@@ -1,10 +1,18 @@
 """Shared fixtures: small but real configs, built from the same schema the CLI uses."""
 
 import copy
+import os
+import shutil
 from pathlib import Path
 
 import pytest
 import yaml
+
+from pipeline.config import load_config
+from pipeline.localserver import free_port
+from pipeline.runner import run_pipeline
+
+from helpers import start_redis
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -69,3 +77,33 @@ def byo_config(write_config, sample_files):
         return write_config(data)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory):
+    """A small run with LinUCB and Popularity trained (25 items), served by the service tests."""
+    root = tmp_path_factory.mktemp("serve")
+    settings = {"data": {"synthetic": {"n_users": 150, "n_items": 25, "n_events": 1200, "n_days": 7}},
+                "features": {"item_text": {"schema": {"transform": ["tfidf", ["svd", {"n_components": 4}]]}}},
+                "policies": {"LinUCB": {"learning_policy": "LinUCB"}, "Popularity": {"learning_policy": "Popularity"}},
+                "evaluation": {"top_k": 5, "k_list": [1, 5], "leaderboard_k": 5, "bootstrap_resamples": 0},
+                "run": {"output_dir": str(root / "runs"), "name": "serve"}}
+    (root / "c.yaml").write_text(yaml.safe_dump(settings))
+    return run_pipeline(load_config(root / "c.yaml"), progress=False).path
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    """Redis on loopback: the one .ci/run started (BANDIT_TEST_REDIS_URL), or one started here."""
+    if os.environ.get("BANDIT_TEST_REDIS_URL"):
+        yield os.environ["BANDIT_TEST_REDIS_URL"]
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if os.environ.get("REQUIRE_SERVICE_TESTS"):
+            pytest.fail("redis-server is not installed but REQUIRE_SERVICE_TESTS is set")
+        pytest.skip("redis-server is not installed (.ci/run installs and starts it)")
+    server, url = start_redis(tmp_path_factory.mktemp("redis"))
+    yield url
+    server.terminate()
+    server.wait(timeout=10)

@@ -1,12 +1,16 @@
 """Helpers shared by test files (plain functions; fixtures live in conftest.py)."""
 
 import io
+import subprocess
 import tarfile
+import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from pipeline.cli import main
+from pipeline.localserver import free_port
 
 
 def run_cli(config_path, capsys, *extra):
@@ -43,3 +47,29 @@ def fake_obp_archive(path, rows=3000, seed=0):
                 info = tarfile.TarInfo(f"obp-0.5.7/obp/dataset/{name}")
                 info.size = len(data)
                 archive.addfile(info, io.BytesIO(data))
+
+
+#: A context of the synthetic shop, as /recommend takes it.
+CONTEXT = {"device": "mobile", "daypart": "evening", "is_weekend": True, "age": 30, "gender": "female",
+           "location": "urban", "traffic_source": "ads", "membership": "gold", "preferred_device": "mobile"}
+
+
+def start_redis(folder: Path, port: int | None = None) -> tuple[subprocess.Popen, str]:
+    """redis-server on loopback as .ci/run starts it (AOF, fsync on every write) with its files in ``folder``."""
+    import redis
+
+    port = port or free_port()
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                               "--appendonly", "yes", "--appendfsync", "always", "--dir", str(folder)],
+                              stdout=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    for _ in range(100):
+        try:
+            redis.Redis.from_url(url).ping()
+            return server, url
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    server.kill()
+    raise RuntimeError(f"redis-server did not start on port {port}")
+
+

@@ -20,6 +20,7 @@ only their parameters, and replicas merge the partitions.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pickle
 import sys
@@ -73,21 +74,26 @@ class StreamTrainer:
             raise ConfigError(f"--partition {owned}: namespace {namespace!r} has partitions 0 to {total - 1}")
         self.commit_script = self.client.register_script(COMMIT_SCRIPT)
         self.lease_script = self.client.register_script(LEASE_SCRIPT)
+        self.run_dir, self.policy, self.seed, self.total = run_dir, policy, seed, total
         self.states: dict[int, PartitionState] = {}
         for p in owned:
-            learner = ServedPolicy(run_dir, policy, seed=seed)
-            if linear_arrays(learner.recommender) is None:
-                raise ConfigError(f"train-stream: {policy!r} is not one of {', '.join(STREAM_POLICIES)}, the policies "
-                                  "the production path publishes; serve it in the laptop mode (SQLite --store)")
-            keys = [item_key(arm) for arm in learner.arms if partition_of(item_key(arm), total) == p]
-            self._acquire(p)
-            self.states[p] = PartitionState(p, learner, keys, self.client.hgetall(self.keys.trainer(p)))
-            try:
-                self.client.xgroup_create(self.keys.feedback(p), FEEDBACK_GROUP, id="0", mkstream=True)
-            except redis.ResponseError as error:  # BUSYGROUP: created by an earlier run
-                if "BUSYGROUP" not in str(error):
-                    raise
-            self._drain_pending(p)
+            self._load(p)
+
+    def _load(self, p: int) -> None:
+        """(Re)start partition ``p`` from its committed state: take the lease, restore, read what is pending."""
+        learner = ServedPolicy(self.run_dir, self.policy, seed=self.seed)
+        if linear_arrays(learner.recommender) is None:
+            raise ConfigError(f"train-stream: {self.policy!r} is not one of {', '.join(STREAM_POLICIES)}, the "
+                              "policies the production path publishes; serve it in the laptop mode (SQLite --store)")
+        keys = [item_key(arm) for arm in learner.arms if partition_of(item_key(arm), self.total) == p]
+        self._acquire(p)
+        self.states[p] = PartitionState(p, learner, keys, self.client.hgetall(self.keys.trainer(p)))
+        try:
+            self.client.xgroup_create(self.keys.feedback(p), FEEDBACK_GROUP, id="0", mkstream=True)
+        except redis.ResponseError as error:  # BUSYGROUP: created by an earlier run
+            if "BUSYGROUP" not in str(error):
+                raise
+        self._drain_pending(p)
 
     def _acquire(self, partition: int) -> None:
         """Take the partition's lease, waiting for a stopped owner's to expire (a killed trainer's does)."""
@@ -161,20 +167,42 @@ class StreamTrainer:
         state.dirty = False
 
     def run(self, publish_every: float, stop_after: float | None = None) -> None:
-        """Learn and publish until interrupted (Ctrl-C/SIGTERM commit what was learnt) or ``stop_after`` s."""
+        """Learn and publish until interrupted (Ctrl-C/SIGTERM commit what was learnt) or ``stop_after`` s.
+
+        When Redis goes away the trainer waits for it and then restarts every partition from its committed
+        state, as a restarted process would: whatever it learnt since is read again from the stream (which
+        Redis may even have lost if it crashed, so the in-memory state cannot be trusted)."""
         started = time.monotonic()
         next_publish = started + publish_every
         try:
             while stop_after is None or time.monotonic() - started < stop_after:
-                self._renew()
-                wait = max(1, min(1000, int((next_publish - time.monotonic()) * 1000)))
-                self.poll(block_ms=wait)
-                if time.monotonic() >= next_publish:
-                    self.publish()
-                    next_publish = time.monotonic() + publish_every
+                try:
+                    self._renew()
+                    wait = max(1, min(1000, int((next_publish - time.monotonic()) * 1000)))
+                    self.poll(block_ms=wait)
+                    if time.monotonic() >= next_publish:
+                        self.publish()
+                        next_publish = time.monotonic() + publish_every
+                except (redis.ConnectionError, redis.TimeoutError) as error:
+                    self._reconnect(error)
         finally:
-            if sys.exc_info()[0] is not LostLease:
+            if sys.exc_info()[0] not in (LostLease, redis.ConnectionError, redis.TimeoutError):
                 self.publish()
-            for p in self.states:  # hand the partitions over at once
-                if self.client.get(self.keys.lease(p)) == self.token.encode():
-                    self.client.delete(self.keys.lease(p))
+            with contextlib.suppress(redis.RedisError):
+                for p in self.states:  # hand the partitions over at once
+                    if self.client.get(self.keys.lease(p)) == self.token.encode():
+                        self.client.delete(self.keys.lease(p))
+
+    def _reconnect(self, error: Exception) -> None:
+        print(f"train-stream: lost Redis ({str(error)[:200]}); waiting for it, then restarting from the committed "
+              "state", file=sys.stderr)
+        while True:
+            time.sleep(0.5)
+            try:
+                self.client.ping()
+                for p in list(self.states):
+                    self._load(p)
+                print("train-stream: Redis is back; resumed", file=sys.stderr)
+                return
+            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
+                continue
