@@ -417,3 +417,33 @@ class _nothing:
 
     def __exit__(self, *exc):
         return False
+
+
+def test_a_trainer_that_dies_between_commit_and_acknowledgement_skips_what_it_committed(run_dir, redis_url):
+    """The narrowest window: the state and offset are committed, the entries not yet acknowledged, so a restart
+    is handed them again; it must skip them (they are in its state), not learn them twice."""
+    from pipeline.serving.trainer import StreamTrainer
+
+    namespace = _namespace()
+    with TestClient(create_app(run_dir, "LinUCB", redis_url, namespace=namespace)) as client:
+        for step in range(12):
+            answer = client.post("/recommend", json={"context": {**CONTEXT, "age": 20 + step}, "k": 2}).json()
+            client.post("/feedback", json={"request_id": answer["request_id"], "reward": step % 2,
+                                           "item_id": answer["items"][0]["item_id"]})
+    first = StreamTrainer(run_dir, "LinUCB", redis_url, namespace, lease_seconds=0.3)
+    assert first.poll(block_ms=100) == 12
+
+    def crash(*args):
+        raise SystemExit("killed after the commit")
+
+    first.client.xack = crash
+    with pytest.raises(SystemExit):
+        first.publish()
+    second = StreamTrainer(run_dir, "LinUCB", redis_url, namespace, lease_seconds=0.3)  # waits out the lease
+    assert second.states[0].applied == 12 and not second.states[0].dirty  # handed 12 entries, learnt none
+    second.publish()
+    assert redis.Redis.from_url(redis_url).xpending(StreamKeys(namespace).feedback(0), "trainers")["pending"] == 0
+    published, applied = _published(redis_url, namespace, 1)
+    assert applied == 12
+    for arm, beta in _reference_betas(run_dir, _stream_events(redis_url, namespace, 1)).items():
+        np.testing.assert_allclose(published[arm], beta, rtol=1e-7, atol=1e-9)
