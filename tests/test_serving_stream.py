@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -184,8 +185,12 @@ def _trainer(run_dir, url, namespace, *extra):
                                 "--store", url, "--store-namespace", namespace, "--publish-every", "0.3",
                                 "--lease-seconds", "1", *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                text=True)
-    line = ""
+    line, deadline = "", time.monotonic() + 60
     while "publishing every" not in line:
+        ready, _, _ = select.select([trainer.stderr], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            trainer.kill()
+            pytest.fail("train-stream did not take its partitions within 60 s")
         line = trainer.stderr.readline()
         if not line and trainer.poll() is not None:
             pytest.fail(f"train-stream exited with {trainer.returncode}")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException
+from fastapi.responses import JSONResponse
 
 from pipeline.serving.app import (INVALID, TOO_LARGE, ErrorResponse, FeedbackResponse, HealthResponse, Metrics,
                                   RecommendResponse, ValidationErrorResponse, excerpt, request_models, service_app)
@@ -165,14 +166,14 @@ def create_inline_app(run_dir: Path, policy: str, store: Path, batch_size: int =
     # async: scoring takes well under a millisecond, less than a hop to the thread pool would cost
     @app.post("/recommend", response_model=None,
               responses={200: {"model": RecommendResponse}, **TOO_LARGE, **INVALID})
-    async def recommend(body: RecommendRequest) -> dict:  # type: ignore[valid-type]
+    async def recommend(body: RecommendRequest) -> JSONResponse:  # type: ignore[valid-type]
         context = body.context.model_dump()
         k = body.k or served.recommender.top_k
         items = served.recommend(context, k)  # the published model: learning never holds it
         request_id = service.remember(context, [item["item_id"] for item in items])
         warnings = [f"{column}: {excerpt(context[column])} is {why}" for column, why in served.unusual(context)]
-        return {"request_id": request_id, "policy": served.policy, "model_version": served.version, "k": k,
-                "items": items, "warnings": warnings}
+        return JSONResponse({"request_id": request_id, "policy": served.policy, "model_version": served.version,
+                             "k": k, "items": items, "warnings": warnings})  # (see replica.py: no jsonable_encoder)
 
     @app.post("/feedback", response_model=None, responses={
         200: {"model": FeedbackResponse},

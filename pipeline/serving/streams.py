@@ -52,12 +52,13 @@ local id = redis.call('XADD', KEYS[2], '*', 'request_id', ARGV[1], 'item', ARGV[
 return {'ok', id}
 """
 
-# KEYS: trainer hash, params hash, lease.  ARGV: lease token, state, last id, applied, params, version.
+# KEYS: trainer hash, params hash, lease.  ARGV: lease token, state, last id, applied, params, version, time.
 # The state and the offset are written in one step, and only by the trainer that holds the lease.
 COMMIT_SCRIPT = """
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'state', ARGV[2], 'last_id', ARGV[3], 'applied', ARGV[4])
-redis.call('HSET', KEYS[2], 'params', ARGV[5], 'version', ARGV[6], 'last_id', ARGV[3], 'applied', ARGV[4])
+redis.call('HSET', KEYS[2], 'params', ARGV[5], 'version', ARGV[6], 'last_id', ARGV[3], 'applied', ARGV[4],
+           'published_at', ARGV[7])
 return 1
 """
 
