@@ -3,8 +3,8 @@
 ``python -m pipeline train-stream RUN_DIR --policy NAME --store redis://...`` owns some (default: all) of the
 namespace's feedback partitions.  For each it
 
-1. restores its state (the pickled learner) and the id of the last event that state includes, or starts from
-   the run's trained model;
+1. restores its state (the sufficient statistics ``A`` and ``b`` of its items) and the id of the last event
+   that state includes, or starts from the run's trained model;
 2. reads the partition's stream in the consumer group ``trainers``: first the entries it was given before a
    crash and never acknowledged, then new ones; any entry at or below the restored id is already in the state
    and is skipped, every other one is learnt (``partial_fit``: ``A += x x^T``, ``b += r x`` for LinUCB/LinTS);
@@ -21,8 +21,8 @@ only their parameters, and replicas merge the partitions.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
-import pickle
 import sys
 import time
 import uuid
@@ -62,6 +62,29 @@ def learn_linear(learner: ServedPolicy, contexts: list[dict], items: list[str], 
         model.A_inv = np.linalg.inv(model.A)
         model.beta = model.A_inv @ model.Xty
 
+
+def statistics(learner: ServedPolicy, arm_keys: list[str]) -> bytes:
+    """The state a partition commits: ``A`` and ``b`` (MABWiser's ``Xty``) of its items, as npz (about half of
+    a pickled recommender: ``A^-1`` and ``beta`` follow from them)."""
+    models = learner.recommender.mab._imp.arm_to_model
+    arms = [learner.arm(key) for key in arm_keys]
+    buffer = io.BytesIO()
+    np.savez(buffer, arm_keys=np.array(arm_keys, dtype=str), A=np.stack([models[a].A for a in arms]),
+             Xty=np.stack([models[a].Xty for a in arms]))
+    return buffer.getvalue()
+
+
+def restore_statistics(learner: ServedPolicy, state: bytes) -> None:
+    """Write committed statistics back into the learner's arm models (``A^-1`` and ``beta`` recomputed exactly
+    as ``learn_linear`` computes them, so a restored trainer equals one that never stopped)."""
+    models = learner.recommender.mab._imp.arm_to_model
+    saved = np.load(io.BytesIO(state), allow_pickle=False)
+    for key, A, Xty in zip(saved["arm_keys"], saved["A"], saved["Xty"]):
+        model = models[learner.arm(str(key))]
+        model.A, model.Xty = A, Xty
+        model.A_inv = np.linalg.inv(model.A)
+        model.beta = model.A_inv @ model.Xty
+
 class LostLease(RuntimeError):
     """Another trainer took a partition over (this one stalled past its lease): stop without committing."""
 
@@ -72,7 +95,7 @@ class PartitionState:
     def __init__(self, partition: int, learner: ServedPolicy, arm_keys: list[str], saved: dict):
         self.partition, self.learner, self.arm_keys = partition, learner, arm_keys
         if saved:
-            learner.replace_model(pickle.loads(saved[b"state"]))
+            restore_statistics(learner, saved[b"state"])
             self.last_id, self.applied = saved[b"last_id"].decode(), int(saved[b"applied"])
         else:
             self.last_id, self.applied = "0-0", 0
@@ -181,7 +204,7 @@ class StreamTrainer:
                                  version, state.last_id, state.applied)
         p = state.partition
         done = self.commit_script(keys=[self.keys.trainer(p), self.keys.params(p), self.keys.lease(p)],
-                                  args=[self.token, pickle.dumps(state.learner.recommender), state.last_id,
+                                  args=[self.token, statistics(state.learner, state.arm_keys), state.last_id,
                                         state.applied, params.to_bytes(), version, repr(time.time())])
         if not done:
             raise LostLease(f"partition {p} was taken over by another trainer before this commit")
