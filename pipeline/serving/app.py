@@ -30,6 +30,7 @@ MAX_BODY_BYTES = 64 * 1024
 EXCERPT_CHARS = 60  # the most of a client's value any response repeats
 MAX_REPORTED_ERRORS = 20  # validation errors listed in one 422 response
 MAX_LEVEL_CHARS = 200  # a categorical context value: bounds what a stored context can weigh
+MAX_NUMERIC = 1e15  # a numeric context value's magnitude
 
 
 def excerpt(value: Any) -> str:
@@ -60,6 +61,15 @@ class ValidationIssue(BaseModel):
 
 class ValidationErrorResponse(BaseModel):
     detail: list[ValidationIssue] = Field(description="at most 20 issues; the offending values are not repeated")
+
+
+class FeedbackInvalidResponse(BaseModel):
+    detail: list[ValidationIssue] | str = Field(description="the body's issues, or one sentence when the item was "
+                                                            "not in the list returned for the request")
+
+
+FEEDBACK_INVALID = {422: {"model": FeedbackInvalidResponse,
+                          "description": "invalid body, or an item the request did not return"}}
 
 
 class HealthResponse(BaseModel):
@@ -176,8 +186,8 @@ def _context_model(policy: ServedPolicy) -> type[BaseModel]:
     """The request schema for a context: the raw columns the run's featurizer was fitted on."""
     fields = {}
     for column, kind in policy.context_fields.items():
-        if kind == "numeric":
-            fields[column] = (float | bool, Field(..., allow_inf_nan=False))
+        if kind == "numeric":  # finite and bounded: 1e308 used to overflow the scaling into NaN scores (a 500)
+            fields[column] = (float | bool, Field(..., allow_inf_nan=False, ge=-MAX_NUMERIC, le=MAX_NUMERIC))
         else:
             fields[column] = (Annotated[str, Field(max_length=MAX_LEVEL_CHARS)] | int | bool, ...)
     return create_model("Context", __config__=ConfigDict(extra="forbid"), **fields)

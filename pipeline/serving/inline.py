@@ -23,8 +23,8 @@ from typing import Any
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import JSONResponse
 
-from pipeline.serving.app import (INVALID, TOO_LARGE, ErrorResponse, FeedbackResponse, HealthResponse, Metrics,
-                                  RecommendResponse, ValidationErrorResponse, excerpt, request_models, service_app)
+from pipeline.serving.app import (FEEDBACK_INVALID, INVALID, TOO_LARGE, ErrorResponse, FeedbackResponse,
+                                  HealthResponse, Metrics, RecommendResponse, excerpt, request_models, service_app)
 from pipeline.serving.policy import ServedPolicy, item_key
 from pipeline.serving.store import SQLiteStore
 from pipeline.values import plain
@@ -180,7 +180,7 @@ def create_inline_app(run_dir: Path, policy: str, store: Path, batch_size: int =
         404: {"model": ErrorResponse, "description": "unknown item_id or request_id"},
         409: {"model": ErrorResponse, "description": "feedback on this item for this request_id was already given"},
         **TOO_LARGE,
-        422: {"model": ValidationErrorResponse, "description": "invalid body, or an item the request did not return"}})
+        **FEEDBACK_INVALID})
     def feedback(body: FeedbackRequest) -> dict:  # type: ignore[valid-type]
         if not served.knows(body.item_id):
             raise HTTPException(404, f"item_id {excerpt(body.item_id)} is not one of the policy's {n_items} items")

@@ -32,9 +32,8 @@ from scipy.special import expit
 
 from pipeline.errors import ConfigError
 from pipeline.scoring import LinearScorer, linear_arrays, top_k
-from pipeline.serving.app import (INVALID, TOO_LARGE, UNAVAILABLE, ErrorResponse, FeedbackResponse, HealthResponse,
-                                  Metrics, RecommendResponse, ValidationErrorResponse, excerpt, request_models,
-                                  service_app)
+from pipeline.serving.app import (FEEDBACK_INVALID, INVALID, TOO_LARGE, UNAVAILABLE, ErrorResponse, FeedbackResponse,
+                                  HealthResponse, Metrics, RecommendResponse, excerpt, request_models, service_app)
 from pipeline.serving.exploration import explore
 from pipeline.serving.policy import ServedPolicy, item_key
 from pipeline.serving.streams import (FEEDBACK_SCRIPT, PartitionParams, StreamKeys, ensure_partitions, partition_of,
@@ -227,7 +226,7 @@ def create_replica_app(run_dir: Path, policy: str, url: str, namespace: str | No
         404: {"model": ErrorResponse, "description": "unknown item_id, or request_id unknown or too old"},
         409: {"model": ErrorResponse, "description": "feedback on this item for this request_id was already given"},
         **TOO_LARGE, **UNAVAILABLE,
-        422: {"model": ValidationErrorResponse, "description": "invalid body, or an item the request did not return"}})
+        **FEEDBACK_INVALID})
     async def feedback(body: FeedbackRequest) -> JSONResponse:  # type: ignore[valid-type]
         if not served.knows(body.item_id):
             raise HTTPException(404, f"item_id {excerpt(body.item_id)} is not one of the policy's {n_items} items")
