@@ -9,7 +9,6 @@ import pytest
 import yaml
 
 from pipeline.config import load_config
-from pipeline.localserver import free_port
 from pipeline.runner import run_pipeline
 
 from helpers import start_redis

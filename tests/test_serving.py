@@ -2,24 +2,19 @@
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
-import uuid
 
 import joblib
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 from fastapi.testclient import TestClient
 
-from pipeline.config import load_config
 from pipeline.localserver import free_port, wait_until_up
-from pipeline.runner import run_pipeline
 from pipeline.serving.app import create_app
 
 from helpers import CONTEXT
