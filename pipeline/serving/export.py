@@ -12,6 +12,8 @@ slate log (``position``, ``slate_id``, ``propensity`` per item-position, ``slate
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -37,13 +39,14 @@ def _entries(client, stream: str):
 
 
 def served_rows(client, keys: StreamKeys) -> pd.DataFrame:
-    """One row per (response, shown item) with its context, rewards joined from every feedback partition."""
+    """One row per (response, shown item) with its context, rewards joined from every feedback partition; built
+    a chunk of responses at a time (a million responses as Python dicts at once would not fit in memory)."""
     rewards: dict[tuple[str, str], float] = {}
     for p in range(ensure_partitions(client, keys, None, create=False)):
         for _, fields in _entries(client, keys.feedback(p)):
             fields = decoded(fields)
             rewards[(fields["request_id"], fields["item"])] = float(fields["reward"])
-    rows = []
+    frames, rows = [], []
     for entry_id, fields in _entries(client, keys.served):
         request_id, fields = entry_id.decode(), decoded(fields)
         items = fields["items"].strip(ITEM_SEPARATOR).split(ITEM_SEPARATOR)
@@ -55,14 +58,18 @@ def served_rows(client, keys: StreamKeys) -> pd.DataFrame:
                          TIMESTAMP: issued, POSITION: position + 1, SLATE_ID: request_id,
                          PROPENSITY: propensities["position"][position], SLATE_PROPENSITY: propensities["slate"],
                          CASCADE_PROPENSITY: propensities["cascade"][position], "model_version": fields["version"]})
-    return pd.DataFrame(rows)
+        if len(rows) >= CHUNK:
+            frames.append(pd.DataFrame(rows))
+            rows = []
+    frames.append(pd.DataFrame(rows))
+    return pd.concat(frames, ignore_index=True)
 
 
 def export_served_log(run_dir: Path, policy: str, url: str, namespace: str, output: Path) -> str:
     """Write ``interactions.csv``, ``items.csv`` (when the run has an item table) and ``config.yaml`` to
     ``output``; returns a summary to print."""
-    if output.exists() and any(output.iterdir()):
-        raise ConfigError(f"--output {output}: the folder exists and is not empty; give a new folder")
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise ConfigError(f"--output {output}: exists and is not an empty folder; give a new folder")
     try:
         client = redis.Redis.from_url(url)
         rows = served_rows(client, StreamKeys(namespace))
@@ -76,10 +83,18 @@ def export_served_log(run_dir: Path, policy: str, url: str, namespace: str, outp
     list_length = int(rows[POSITION].max())
     if list_length == 1:  # a one-item log: the slate columns would only repeat the propensity
         rows = rows.drop(columns=[POSITION, SLATE_ID, SLATE_PROPENSITY, CASCADE_PROPENSITY])
-    output.mkdir(parents=True, exist_ok=True)
-    rows.to_csv(output / "interactions.csv", index=False)
-    config = _config(run_dir, output, context_columns, list_length)
-    (output / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    # Written beside the destination and renamed at the end: an interrupted export leaves no half folder.
+    partial = output.with_name(f".{output.name}.partial-{os.getpid()}")
+    try:
+        partial.mkdir(parents=True)
+        rows.to_csv(partial / "interactions.csv", index=False)
+        config = _config(run_dir, partial, output, context_columns, list_length)
+        (partial / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        if output.exists():
+            output.rmdir()  # checked empty above
+        partial.rename(output)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
     load_config(output / "config.yaml")  # what we wrote must be a valid config
     clicks, responses = int(rows[RESPONSE].sum()), rows[USER_ID].nunique()
     no_overlap = float((rows[PROPENSITY] >= 1.0 - 1e-12).mean())
@@ -92,14 +107,15 @@ def export_served_log(run_dir: Path, policy: str, url: str, namespace: str, outp
     return summary
 
 
-def _config(run_dir: Path, output: Path, context_columns: list[str], list_length: int) -> dict:
-    """The run's config with its data replaced by the exported files (and its synthetic-only parts off)."""
+def _config(run_dir: Path, folder: Path, output: Path, context_columns: list[str], list_length: int) -> dict:
+    """The run's config with its data replaced by the exported files (written to ``folder``, named by their
+    final place ``output``) and its synthetic-only parts off."""
     config = yaml.safe_load((run_dir / layout.CONFIG).read_text())
     info = json.loads((run_dir / layout.RUN_JSON).read_text())
     files = {"interactions": str((output / "interactions.csv").resolve()), "event_context": context_columns}
     items = run_dir / layout.parquet(layout.data_table(info["seeds"][0], "items"))
     if items.is_file():  # synthetic data: its item table
-        pd.read_parquet(items).to_csv(output / "items.csv", index=False)
+        pd.read_parquet(items).to_csv(folder / "items.csv", index=False)
         files["item_features"] = str((output / "items.csv").resolve())
     elif (config.get("data", {}).get("files") or {}).get("item_features"):
         files["item_features"] = str(Path(config["data"]["files"]["item_features"]).resolve())
