@@ -508,3 +508,17 @@ def test_every_response_is_declared_in_the_openapi_and_matches_its_schema(run_di
                 schema = {**content["application/json"]["schema"], "components": spec["components"]}
                 jsonschema.validate(response.json(), schema, cls=jsonschema.Draft202012Validator)
             assert len(response.content) < 5_000, (method, path)  # nothing is echoed back unbounded
+
+
+def test_workers_do_not_outlive_a_killed_serve(run_dir, redis_url):
+    """`serve --workers 2` killed with SIGKILL: its worker processes stop too (no orphan keeps the port)."""
+    import psutil
+
+    port = free_port()
+    server = _serve(run_dir, redis_url, _namespace(), port, "--workers", "2")
+    workers = psutil.Process(server.pid).children(recursive=True)
+    assert len([w for w in workers if "spawn_main" in " ".join(w.cmdline())]) == 2
+    os.kill(server.pid, signal.SIGKILL)
+    server.wait(timeout=10)
+    gone, alive = psutil.wait_procs(workers, timeout=15)
+    assert not alive, [w.pid for w in alive]

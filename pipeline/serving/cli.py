@@ -133,8 +133,23 @@ def app_from_environment(spec: dict | None = None):
     """The app for ``spec`` (or the JSON in ``BANDIT_SERVE_OPTIONS``: how uvicorn's worker processes get it)."""
     from pipeline.serving.app import create_app
 
+    if spec is None:  # a uvicorn worker process: it must not outlive its supervisor, even one killed with -9
+        _terminate_with_parent()
     spec = dict(spec or json.loads(os.environ[SERVE_ENVIRONMENT]))
     return create_app(Path(spec.pop("run_dir")), spec.pop("policy"), spec.pop("store"), **spec)
+
+
+def _terminate_with_parent() -> None:
+    """SIGTERM this process when its parent dies (Linux ``prctl(PR_SET_PDEATHSIG)``): uvicorn's workers would
+    otherwise keep serving, orphaned, after a ``kill -9`` of ``serve --workers N``."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the supervisor's own shutdown still stops the workers
+        pass
+    if os.getppid() == 1:  # the parent died before the call above
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _check_can_listen(host: str, port: int) -> None:
