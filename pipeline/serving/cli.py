@@ -25,27 +25,29 @@ def port_number(text: str) -> int:
     return port
 
 
-def _number(kind, low, text: str, inclusive: bool = True, high: float | None = None):
+def _number(kind, text: str, low: float, high: float | None = None, low_inclusive: bool = True):
+    """``text`` as ``kind`` within [low, high] (or (low, high] when ``low_inclusive`` is false)."""
     try:
         value = kind(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a {'whole ' if kind is int else ''}number; got {text[:40]!r}") from None
-    if value < low or (not inclusive and value == low) or (high is not None and value > high) or value != value:
-        bound = f"{'at least' if inclusive else 'more than'} {low}" + (f" and at most {high}" if high is not None else "")
+        raise argparse.ArgumentTypeError(f"expected a number; got {text[:40]!r}") from None
+    too_low = value < low or (value == low and not low_inclusive)
+    if too_low or (high is not None and value > high) or value != value:
+        bound = f"{'at least' if low_inclusive else 'more than'} {low}" + (f" and at most {high}" if high else "")
         raise argparse.ArgumentTypeError(f"expected a number {bound}; got {text[:40]}")
     return value
 
 
 def positive_int(text: str) -> int:
-    return _number(int, 1, text)
+    return _number(int, text, 1)
 
 
 def positive_float(text: str) -> float:
-    return _number(float, 0.0, text, inclusive=False, high=1e7)
+    return _number(float, text, 0.0, high=1e7, low_inclusive=False)
 
 
 def probability(text: str) -> float:
-    return _number(float, 0.0, text, high=1.0)
+    return _number(float, text, 0.0, high=1.0)
 
 
 def _store_options(command: argparse.ArgumentParser, required: bool) -> None:
@@ -112,8 +114,8 @@ def serve(args) -> int:
                    "partitions": args.partitions, "feedback_window": args.feedback_window,
                    "served_log_max": args.served_log_max}
     else:
-        given = [flag for flag, value in (("--workers", args.workers != 1), ("--explore-epsilon", args.explore_epsilon),
-                                          ("--partitions", args.partitions)) if value]
+        given = [flag for flag, value in (("--workers", args.workers != 1), ("--partitions", args.partitions),
+                                          ("--explore-epsilon", args.explore_epsilon)) if value]
         if given:
             raise ConfigError(f"{', '.join(given)}: the laptop mode (a SQLite --store) is one process that learns "
                               "itself; give --store redis://... for replicas, exploration and partitions")
@@ -166,7 +168,8 @@ def _check_can_listen(host: str, port: int) -> None:
 
 def _redis_only(args) -> str:
     if not str(args.store).startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError(f"--store {str(args.store)[:60]!r}: {args.command} reads a Redis store (redis://HOST:PORT/DB)")
+        raise ConfigError(f"--store {str(args.store)[:60]!r}: {args.command} reads a Redis store "
+                          "(redis://HOST:PORT/DB)")
     return args.store_namespace or f"bandit:{Path(args.run_dir).name}:{args.policy}"
 
 

@@ -125,7 +125,8 @@ def _config(run_dir: Path, folder: Path, output: Path, context_columns: list[str
     evaluation = config.setdefault("evaluation", {})
     evaluation["ground_truth"] = False
     evaluation["top_k"] = max(int(evaluation.get("top_k", 1)), list_length)
-    evaluation["k_list"] = sorted({1, list_length} | {k for k in evaluation.get("k_list", []) if k <= evaluation["top_k"]})
+    kept = {k for k in evaluation.get("k_list", []) if k <= evaluation["top_k"]}
+    evaluation["k_list"] = sorted({1, list_length} | kept)
     evaluation["leaderboard_k"] = list_length
     evaluation.setdefault("decision", {})["metric"] = "auto"
     config.setdefault("simulation", {})["enabled"] = False
