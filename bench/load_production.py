@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import gc
 import json
+import signal
 import subprocess
 import sys
 import tempfile
@@ -169,8 +170,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--max-p99-ms", type=float, default=20.0)
+    parser.add_argument("--appendfsync", default="always", choices=["always", "everysec"],
+                        help="Redis' AOF policy (always, as the durability guarantee needs; everysec to see what "
+                             "the fsync on every write costs)")
     parser.add_argument("--output", default="bench/results/load_production.csv")
     args = parser.parse_args()
+    # SIGTERM (a `timeout`, a CI runner) unwinds like Ctrl-C, so the finally below stops what this started.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     contexts = contexts_from_run(args.run_dir, args.policy, 2000)
     # The libraries loaded to read the run are 180,000 objects: a full collection of them took 110 ms and
     # stalled this client's event loop (charged to the service as latency). Freeze them out of the collector.
@@ -180,7 +186,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         redis_port, port = free_port(), free_port()
         processes.append(start(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
-                                "--appendonly", "yes", "--appendfsync", "always", "--dir", folder]))
+                                "--appendonly", "yes", "--appendfsync", args.appendfsync, "--dir", folder]))
         redis_url, url = f"redis://127.0.0.1:{redis_port}/0", f"http://127.0.0.1:{port}"
         namespace = "load"
         try:

@@ -516,9 +516,13 @@ def test_workers_do_not_outlive_a_killed_serve(run_dir, redis_url):
 
     port = free_port()
     server = _serve(run_dir, redis_url, _namespace(), port, "--workers", "2")
-    workers = psutil.Process(server.pid).children(recursive=True)
-    assert len([w for w in workers if "spawn_main" in " ".join(w.cmdline())]) == 2
+    deadline, workers = time.monotonic() + 60, []
+    while len(workers) < 2 and time.monotonic() < deadline:  # /health answered: at least one worker is up
+        workers = [w for w in psutil.Process(server.pid).children(recursive=True)
+                   if "spawn_main" in " ".join(w.cmdline())]
+        time.sleep(0.2)
+    time.sleep(5)  # the second worker past its start-up too
     os.kill(server.pid, signal.SIGKILL)
     server.wait(timeout=10)
     gone, alive = psutil.wait_procs(workers, timeout=15)
-    assert not alive, [w.pid for w in alive]
+    assert len(workers) == 2 and not alive, [(w.pid, w.cmdline()[-1:]) for w in alive]

@@ -150,8 +150,9 @@ def _terminate_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
     except (OSError, AttributeError):  # not Linux: the supervisor's own shutdown still stops the workers
         pass
-    if os.getppid() == 1:  # the parent died before the call above
-        os.kill(os.getpid(), signal.SIGTERM)
+    if os.getppid() == 1:  # the parent died before the call above (uvicorn would catch a SIGTERM now and hang on)
+        print("serve: the supervising process is gone; this worker stops", file=sys.stderr)
+        os._exit(1)
 
 
 def _check_can_listen(host: str, port: int) -> None:
