@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import signal
 import socket
@@ -150,9 +151,10 @@ def _terminate_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
     except (OSError, AttributeError):  # not Linux: the supervisor's own shutdown still stops the workers
         pass
-    if os.getppid() == 1:  # the parent died before the call above (uvicorn would catch a SIGTERM now and hang on)
+    parent = multiprocessing.parent_process()
+    if parent is not None and not parent.is_alive():  # it died before the call above; exit now, since uvicorn
         print("serve: the supervising process is gone; this worker stops", file=sys.stderr)
-        os._exit(1)
+        os._exit(1)  # would catch a SIGTERM at this point and hang on in its start-up
 
 
 def _check_can_listen(host: str, port: int) -> None:
