@@ -31,11 +31,11 @@ def _number(kind, text: str, low: float, high: float | None = None, low_inclusiv
     try:
         value = kind(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number; got {text[:40]!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a {'whole ' if kind is int else ''}number; got {text[:40]!r}") from None
     too_low = value < low or (value == low and not low_inclusive)
     if too_low or (high is not None and value > high) or value != value:
         bound = f"{'at least' if low_inclusive else 'more than'} {low}" + (f" and at most {high}" if high else "")
-        raise argparse.ArgumentTypeError(f"expected a number {bound}; got {text[:40]}")
+        raise argparse.ArgumentTypeError(f"expected a {'whole ' if kind is int else ''}number {bound}; got {text[:40]}")
     return value
 
 
