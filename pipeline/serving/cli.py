@@ -28,14 +28,15 @@ def port_number(text: str) -> int:
 
 def _number(kind, text: str, low: float, high: float | None = None, low_inclusive: bool = True):
     """``text`` as ``kind`` within [low, high] (or (low, high] when ``low_inclusive`` is false)."""
+    noun = "whole number" if kind is int else "number"
     try:
         value = kind(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a {'whole ' if kind is int else ''}number; got {text[:40]!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a {noun}; got {text[:40]!r}") from None
     too_low = value < low or (value == low and not low_inclusive)
     if too_low or (high is not None and value > high) or value != value:
         bound = f"{'at least' if low_inclusive else 'more than'} {low}" + (f" and at most {high}" if high else "")
-        raise argparse.ArgumentTypeError(f"expected a {'whole ' if kind is int else ''}number {bound}; got {text[:40]}")
+        raise argparse.ArgumentTypeError(f"expected a {noun} {bound}; got {text[:40]}")
     return value
 
 
