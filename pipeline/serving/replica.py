@@ -125,10 +125,14 @@ class Replica:
         self.counts["model_refreshes"] += 1
         return True
 
-    async def refresh_forever(self) -> None:
+    async def refresh_forever(self, stop: asyncio.Event) -> None:
+        """Refresh every ``refresh_every`` s until ``stop`` is set.  Stopped by the event, not by cancelling the
+        task: a cancellation landing inside a redis-py pipeline could leave shutdown waiting for ever."""
         warned = False
-        while True:
-            await asyncio.sleep(self.refresh_every)
+        while not stop.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.refresh_every)
+                return
             try:
                 await self.refresh()
                 warned = False
@@ -185,12 +189,18 @@ def create_replica_app(run_dir: Path, policy: str, url: str, namespace: str | No
     async def lifespan(app: FastAPI):
         gc.collect()
         gc.freeze()  # see inline.py
-        refresher = asyncio.create_task(replica.refresh_forever())
+        stop = asyncio.Event()
+        refresher = asyncio.create_task(replica.refresh_forever(stop))
         yield
-        refresher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await refresher
-        await replica.aio.aclose()
+        stop.set()
+        # Each step bounded (asyncio.wait, unlike wait_for, does not wait for a cancellation to finish): a stopping
+        # replica must not hang whatever Redis does (one did, in CI, when its refresher was cancelled mid-command).
+        for step in (lambda: refresher, lambda: asyncio.ensure_future(replica.aio.aclose())):
+            task = step()
+            done, _ = await asyncio.wait({task}, timeout=10)
+            if not done:
+                task.cancel()
+                print("replica: a shutdown step took over 10 s; abandoned", file=sys.stderr)
 
     app, routes = service_app("Bandit recommendation service (replica)", metrics, lifespan)
     app.state.replica = replica
