@@ -112,9 +112,9 @@ def serve(args) -> int:
     store = args.store or str(Path(args.run_dir) / "serving" / f"{safe_name(args.policy)}.sqlite")
     redis_store = store.startswith(("redis://", "rediss://", "unix://"))
     if redis_store:
-        options = {"namespace": args.store_namespace, "epsilon": args.explore_epsilon, "explore_seed": args.explore_seed,
-                   "partitions": args.partitions, "feedback_window": args.feedback_window,
-                   "served_log_max": args.served_log_max}
+        options = {"namespace": args.store_namespace, "epsilon": args.explore_epsilon,
+                   "explore_seed": args.explore_seed, "partitions": args.partitions,
+                   "feedback_window": args.feedback_window, "served_log_max": args.served_log_max}
     else:
         given = [flag for flag, value in (("--workers", args.workers != 1), ("--partitions", args.partitions),
                                           ("--explore-epsilon", args.explore_epsilon)) if value]
@@ -123,9 +123,9 @@ def serve(args) -> int:
                               "itself; give --store redis://... for replicas, exploration and partitions")
         options = {"batch_size": args.batch_size, "snapshot_every": args.snapshot_every}
     spec = {"run_dir": args.run_dir, "policy": args.policy, "store": store, **options}
-    app_from_environment(spec)  # load and check once here: a mistake is one message, not one per worker
+    app = app_from_environment(spec)  # loaded and checked here: a mistake is one message, not one per worker
     if args.workers == 1:
-        uvicorn.run(app_from_environment(spec), host=args.host, port=args.port, log_level="warning")
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     else:
         os.environ[SERVE_ENVIRONMENT] = json.dumps(spec)
         uvicorn.run("pipeline.serving.cli:app_from_environment", factory=True, workers=args.workers,
