@@ -24,7 +24,7 @@ from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.localserver import free_port, wait_until_up
 from pipeline.serving.app import create_app
-from pipeline.serving.streams import PartitionParams, StreamKeys
+from pipeline.serving.streams import StreamKeys
 
 from helpers import CONTEXT, start_redis
 
@@ -153,13 +153,30 @@ def _reference_betas(run_dir, events):
 
 
 def _published(redis_url, namespace, partitions):
+    """beta of every item a trainer published, solved here from the stored float64 ``A`` (upper triangle, row by
+    row) and ``b``; and the number of events the partitions say they include."""
     client = redis.Redis.from_url(redis_url)
     out, applied = {}, 0
     for p in range(partitions):
-        params = PartitionParams.from_hash(client.hgetall(StreamKeys(namespace).params(p)))
-        out.update(zip(params.arm_keys, params.betas))
-        applied += params.applied
+        fields = client.hgetall(StreamKeys(namespace).params(p))
+        for field, blob in fields.items():
+            if field.startswith(b"arm:"):
+                values = np.frombuffer(blob, dtype="<f8")
+                d = next(d for d in range(1, 1000) if d * (d + 1) // 2 + d == len(values))
+                A = np.zeros((d, d))
+                A[np.triu_indices(d)] = values[:-d]
+                A = A + np.triu(A, 1).T
+                out[field[4:].decode()] = np.linalg.solve(A, values[-d:])
+        applied += int(fields.get(b"applied", 0))
     return out, applied
+
+
+def _assert_learnt_once(published, run_dir, events):
+    """The published items are exactly those with feedback, each equal to the run's model plus its events once."""
+    reference = _reference_betas(run_dir, events)
+    assert set(published) == {e["item"] for e in events}
+    for arm, beta in published.items():
+        np.testing.assert_allclose(beta, reference[arm], rtol=1e-7, atol=1e-9)
 
 
 def _stream_events(redis_url, namespace, partitions):
@@ -287,9 +304,7 @@ def test_kill_9_of_a_trainer_and_a_replica_loses_nothing_and_counts_nothing_twic
     assert len({(e["request_id"], e["item"]) for e in events}) == len(events)  # the stream holds each once
     published, applied = _published(redis_url, namespace, 2)
     assert applied == len(events) > 60
-    reference = _reference_betas(run_dir, events)
-    for arm, beta in reference.items():
-        np.testing.assert_allclose(published[arm], beta, rtol=1e-7, atol=1e-9)
+    _assert_learnt_once(published, run_dir, events)
 
 
 def test_redis_restarted_from_its_append_only_file_keeps_every_acknowledged_event(run_dir, redis_url, tmp_path):
@@ -334,8 +349,7 @@ def test_redis_restarted_from_its_append_only_file_keeps_every_acknowledged_even
         server.kill()
         server.wait(timeout=10)
     assert applied == 80
-    for arm, beta in _reference_betas(run_dir, events).items():
-        np.testing.assert_allclose(published[arm], beta, rtol=1e-7, atol=1e-9)
+    _assert_learnt_once(published, run_dir, events)
 
 
 def test_published_parameters_reach_the_replica(run_dir, redis_url):
@@ -449,13 +463,40 @@ def test_a_trainer_that_dies_between_commit_and_acknowledgement_skips_what_it_co
     with pytest.raises(SystemExit):
         first.publish()
     second = StreamTrainer(run_dir, "LinUCB", redis_url, namespace, lease_seconds=0.3)  # waits out the lease
-    assert second.states[0].applied == 12 and not second.states[0].dirty  # handed 12 entries, learnt none
+    assert second.states[0].applied == 12 and not second.states[0].changed  # handed 12 entries, learnt none
     second.publish()
     assert redis.Redis.from_url(redis_url).xpending(StreamKeys(namespace).feedback(0), "trainers")["pending"] == 0
     published, applied = _published(redis_url, namespace, 1)
     assert applied == 12
-    for arm, beta in _reference_betas(run_dir, _stream_events(redis_url, namespace, 1)).items():
-        np.testing.assert_allclose(published[arm], beta, rtol=1e-7, atol=1e-9)
+    _assert_learnt_once(published, run_dir, _stream_events(redis_url, namespace, 1))
+
+
+def test_a_commit_writes_only_the_items_learnt_since_the_previous_one(run_dir, redis_url):
+    """Redis fsyncs a commit before it answers anyone else, so every request waits for its bytes: a commit carries
+    the statistics of the items learnt since the previous commit, not the whole partition."""
+    from pipeline.serving.trainer import StreamTrainer
+
+    namespace = _namespace()
+    trainer, commits = None, []
+    with TestClient(create_app(run_dir, "LinUCB", redis_url, namespace=namespace)) as client:
+        for position in (0, 4):  # two rounds: feedback on the first shown items, then on the fifth
+            given = set()
+            for step in range(3):
+                answer = client.post("/recommend", json={"context": {**CONTEXT, "age": 30 + step}, "k": 5}).json()
+                item = answer["items"][position]["item_id"]
+                client.post("/feedback", json={"request_id": answer["request_id"], "item_id": item, "reward": 1})
+                given.add(str(item))
+            if trainer is None:
+                trainer = StreamTrainer(run_dir, "LinUCB", redis_url, namespace, lease_seconds=5)
+                script = trainer.commit_script
+                trainer.commit_script = lambda keys, args: commits.append(args) or script(keys=keys, args=args)
+            assert trainer.poll(block_ms=100) == 3 and trainer.publish() == 1
+            written = {args.decode()[4:] for args in commits[-1][5::2]}
+            assert written == given, (written, given)
+            d = len(next(iter(trainer.states[0].learner.recommender.mab._imp.arm_to_model.values())).Xty)
+            assert all(len(blob) == 8 * (d * (d + 1) // 2 + d) for blob in commits[-1][6::2])  # A's upper half, b
+    assert trainer.publish() == 0  # nothing new: no commit
+    assert len(commits) == 2
 
 
 def _contract_requests(spec: dict, answer: dict) -> list[tuple[str, str, object]]:

@@ -10,8 +10,8 @@ Any number of replicas (``--workers N`` processes, on any number of machines) se
 - ``/feedback`` runs the acceptance script of ``streams.py``: the event is appended to its item's partition
   of the feedback stream, durably, before the reply.  Nothing here learns: ``trainer.py`` does.
 
-Only LinUCB, LinGreedy and LinTS have parameters a trainer can publish in closed form (``beta`` and ``A^-1``
-per arm, as seed 004); every other policy is refused here and served by the laptop mode (``inline.py``).
+Only LinUCB, LinGreedy and LinTS have a state a trainer can publish in closed form (``A`` and ``b`` per arm,
+from which a replica solves ``A^-1`` and ``beta``; seed 004 publishes ``A^-1`` and ``b``); every other policy is refused here and served by the laptop mode (``inline.py``).
 """
 
 import asyncio
@@ -36,8 +36,8 @@ from pipeline.serving.app import (FEEDBACK_INVALID, INVALID, TOO_LARGE, UNAVAILA
                                   HealthResponse, Metrics, RecommendResponse, excerpt, request_models, service_app)
 from pipeline.serving.exploration import explore
 from pipeline.serving.policy import ServedPolicy, item_key
-from pipeline.serving.streams import (FEEDBACK_SCRIPT, PartitionParams, StreamKeys, ensure_partitions, partition_of,
-                                      served_entry)
+from pipeline.serving.streams import (FEEDBACK_SCRIPT, PartitionStatistics, StreamKeys, ensure_partitions,
+                                      partition_of, ridge_solution, served_entry, unpack_statistics)
 
 STREAM_POLICIES = ("LinUCB", "LinGreedy", "LinTS")
 FEEDBACK_REFUSALS = {
@@ -53,7 +53,7 @@ class ServedModel:
     """What one request reads, swapped as a whole: the scorer and the published versions it holds."""
 
     scorer: LinearScorer
-    partitions: dict[int, PartitionParams]
+    partitions: dict[int, PartitionStatistics]
     version: str
 
 
@@ -83,7 +83,8 @@ class Replica:
         try:
             client = redis.Redis.from_url(url)
             self.partitions = ensure_partitions(client, self.keys, partitions, create=True)
-            self.model = self._build({p: PartitionParams.from_hash(fields) for p in range(self.partitions)
+            self.solved: dict[str, tuple[bytes, np.ndarray, np.ndarray]] = {}  # item -> (statistics, A^-1, beta)
+            self.model = self._build({p: PartitionStatistics.from_hash(fields) for p in range(self.partitions)
                                       if (fields := client.hgetall(self.keys.params(p)))})
             client.close()
         except redis.RedisError as error:
@@ -93,15 +94,21 @@ class Replica:
         self.counts = {"served": 0, "feedback": 0, "clicks": 0, "model_refreshes": 0}
 
     # ------------------------------------------------------------------------------------------ the model
-    def _build(self, partitions: dict[int, PartitionParams]) -> ServedModel:
-        """The run's parameters with every published partition's items replaced by their published values."""
+    def _build(self, partitions: dict[int, PartitionStatistics]) -> ServedModel:
+        """The run's parameters with every item a trainer has published replaced by its ``A^-1`` and ``beta``
+        (solved again only for the items whose statistics changed)."""
         betas = self.base_betas.copy()
         inverses = None if self.base_inverses is None else self.base_inverses.copy()
-        for params in partitions.values():
-            rows = [self.row_of[key] for key in params.arm_keys]
-            betas[rows] = params.betas
-            if inverses is not None:
-                inverses[rows] = params.inverses
+        for published in partitions.values():
+            for key, blob in published.arms.items():
+                if key not in self.row_of:  # not an item of this run: another run's trainer on this namespace
+                    continue
+                if key not in self.solved or self.solved[key][0] != blob:
+                    self.solved[key] = (blob, *ridge_solution(*unpack_statistics(blob)))
+                _, inverse, beta = self.solved[key]
+                betas[self.row_of[key]] = beta
+                if inverses is not None:
+                    inverses[self.row_of[key]] = inverse
         scorer = LinearScorer(self.arms, betas, inverses, self.kind, alpha=self.alpha)
         included = ",".join(f"p{p}:{partitions[p].last_id}" if p in partitions else f"p{p}:run"
                             for p in range(self.partitions))
@@ -120,7 +127,7 @@ class Replica:
             return False
         fresh = dict(current.partitions)
         for p in changed:
-            fresh[p] = PartitionParams.from_hash(await self.aio.hgetall(self.keys.params(p)))
+            fresh[p] = PartitionStatistics.from_hash(await self.aio.hgetall(self.keys.params(p)))
         self.model = await asyncio.to_thread(self._build, fresh)  # built off the event loop, swapped in one step
         self.counts["model_refreshes"] += 1
         return True

@@ -8,8 +8,9 @@ Keys, all under one hash tag ``{namespace}`` so a Redis Cluster keeps them on on
 - ``{ns}:feedback:<p>`` (stream, one per partition): acknowledged feedback, partitioned by item (as Flink keys
   by item), each event carrying the request's context and the version that served it;
 - ``{ns}:given:<request id>:<item>``: "feedback already given", expiring with the feedback window;
-- ``{ns}:trainer:<p>`` (hash): the trainer's state and the last feedback id it applied, written together;
-- ``{ns}:params:<p>`` (hash): the serving parameters of the partition's items and their version;
+- ``{ns}:params:<p>`` (hash): the trainer's state, which is also what replicas serve: the sufficient statistics
+  ``A`` and ``b`` of the partition's items it has learnt about, the last feedback id they include (all written
+  together) and their version;
 - ``{ns}:lease:<p>``: which trainer owns the partition (one at a time, or events would be counted twice).
 
 Feedback is accepted by one Lua script (atomic in Redis): the request must exist and be younger than the
@@ -20,7 +21,6 @@ acknowledgement follows durability.
 
 from __future__ import annotations
 
-import io
 import json
 import zlib
 from dataclasses import dataclass
@@ -52,13 +52,13 @@ local id = redis.call('XADD', KEYS[2], '*', 'request_id', ARGV[1], 'item', ARGV[
 return {'ok', id}
 """
 
-# KEYS: trainer hash, params hash, lease.  ARGV: lease token, state, last id, applied, params, version, time.
-# The state and the offset are written in one step, and only by the trainer that holds the lease.
+# KEYS: params hash, lease.  ARGV: lease token, last id, applied, version, time, then (field, statistics) pairs
+# of the items learnt since the last commit.  The statistics and the offset are written in one step, and only by
+# the trainer that holds the lease.
 COMMIT_SCRIPT = """
-if redis.call('GET', KEYS[3]) ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'state', ARGV[2], 'last_id', ARGV[3], 'applied', ARGV[4])
-redis.call('HSET', KEYS[2], 'params', ARGV[5], 'version', ARGV[6], 'last_id', ARGV[3], 'applied', ARGV[4],
-           'published_at', ARGV[7])
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+for i = 6, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('HSET', KEYS[1], 'last_id', ARGV[2], 'applied', ARGV[3], 'version', ARGV[4], 'published_at', ARGV[5])
 return 1
 """
 
@@ -87,9 +87,6 @@ class StreamKeys:
 
     def given(self, request_id: str, item: str) -> str:
         return f"{self._tag}:given:{request_id}:{item}"
-
-    def trainer(self, partition: int) -> str:
-        return f"{self._tag}:trainer:{partition}"
 
     def params(self, partition: int) -> str:
         return f"{self._tag}:params:{partition}"
@@ -132,34 +129,55 @@ def ensure_partitions(client, keys: StreamKeys, requested: int | None, create: b
     return partitions
 
 
-# ------------------------------------------------------------------------------------ published parameters
-@dataclass(frozen=True)
-class PartitionParams:
-    """What a trainer publishes for its items: each arm's ``beta`` and ``A^-1`` (LinUCB, LinTS), as seed 004's
-    Flink job publishes ``A^-1`` and ``b``; ``last_id`` is the last feedback id they include."""
+# ------------------------------------------------------------------------------------ published statistics
+ARM_FIELD = b"arm:"  # field prefix of one item's statistics in ``{ns}:params:<p>``
 
-    arm_keys: list[str]
-    betas: np.ndarray
-    inverses: np.ndarray | None
+
+def ridge_solution(A: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``A^-1`` and ``beta = A^-1 b`` of one arm, computed as MABWiser's ``_Linear`` computes them; the trainer,
+    a restored trainer and every replica call this one function, so all of them hold the same numbers."""
+    inverse = np.linalg.inv(A)
+    return inverse, inverse @ b
+
+
+def pack_statistics(A: np.ndarray, b: np.ndarray) -> bytes:
+    """One arm's ``A`` (upper triangle: it is symmetric) and ``b`` as float64 bytes."""
+    upper = np.triu_indices(len(b))
+    return np.concatenate([A[upper], b]).astype("<f8").tobytes()
+
+
+def unpack_statistics(blob: bytes) -> tuple[np.ndarray, np.ndarray]:
+    values = np.frombuffer(blob, dtype="<f8")
+    d = int((np.sqrt(9 + 8 * len(values)) - 3) / 2)  # len = d(d+1)/2 + d
+    if d * (d + 3) // 2 != len(values):
+        raise ValueError(f"{len(blob)} bytes are not the statistics of one arm")
+    upper = np.triu_indices(d)
+    A = np.zeros((d, d))
+    A[upper] = values[:len(upper[0])]
+    A.T[upper] = values[:len(upper[0])]
+    return A, values[len(upper[0]):].copy()
+
+
+@dataclass(frozen=True)
+class PartitionStatistics:
+    """What a trainer commits and publishes for a partition, in one hash: ``A`` and ``b`` of every item it has
+    learnt about (the others keep the run's), the last feedback id they include, and the version.
+
+    Seed 004's job publishes ``A^-1`` and ``b``; publishing ``A`` and ``b`` instead makes the commit also the
+    trainer's exact state (one write, not two) and replicas invert what changed.  Each commit writes only the
+    items learnt since the previous one: Redis fsyncs the commit before it serves anyone else (3-10 ms per MB
+    here), so its size is every request's stall at a publish.
+    """
+
+    arms: dict[str, bytes]  # item key -> pack_statistics(A, b)
     version: str
     last_id: str
     applied: int
 
-    def to_bytes(self) -> bytes:
-        """npz without pickles: a replica never unpickles what it reads from the store."""
-        buffer = io.BytesIO()
-        arrays = {"arm_keys": np.array(self.arm_keys, dtype=str), "betas": self.betas}
-        if self.inverses is not None:
-            arrays["inverses"] = self.inverses
-        np.savez(buffer, **arrays)
-        return buffer.getvalue()
-
     @classmethod
-    def from_hash(cls, fields: dict) -> "PartitionParams":
-        arrays = np.load(io.BytesIO(fields[b"params"]), allow_pickle=False)
-        return cls([str(key) for key in arrays["arm_keys"]], arrays["betas"],
-                   arrays["inverses"] if "inverses" in arrays.files else None, fields[b"version"].decode(),
-                   fields[b"last_id"].decode(), int(fields[b"applied"]))
+    def from_hash(cls, fields: dict) -> "PartitionStatistics":
+        arms = {field[len(ARM_FIELD):].decode(): blob for field, blob in fields.items() if field.startswith(ARM_FIELD)}
+        return cls(arms, fields[b"version"].decode(), fields[b"last_id"].decode(), int(fields[b"applied"]))
 
 
 def served_entry(context: dict, item_keys: list[str], scores: list[float], propensities: dict, version: str,

@@ -8,8 +8,9 @@ namespace's feedback partitions.  For each it
 2. reads the partition's stream in the consumer group ``trainers``: first the entries it was given before a
    crash and never acknowledged, then new ones; any entry at or below the restored id is already in the state
    and is skipped, every other one is learnt (``partial_fit``: ``A += x x^T``, ``b += r x`` for LinUCB/LinTS);
-3. every ``publish_every`` seconds (5, as seed 004) writes, in one atomic script, the state, the last id and
-   the serving parameters with a new version, then acknowledges the entries it covers.
+3. every ``publish_every`` seconds (5, as seed 004) writes, in one atomic script, the statistics of the items
+   learnt since the last commit, the last id and a new version, then acknowledges the entries it covers.  The
+   replicas serve from those statistics (``streams.PartitionStatistics``): the state is the publication.
 
 A kill -9 at any moment loses only uncommitted work, which the restarted trainer reads again from the stream:
 each event is in the model exactly once.  A partition has one owner at a time (a lease renewed while the
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import io
 import json
 import sys
 import time
@@ -34,10 +34,11 @@ import redis
 
 from pipeline.errors import ConfigError
 from pipeline.scoring import linear_arrays
-from pipeline.serving.policy import ServedPolicy, item_key
+from pipeline.serving.policy import ServedPolicy
 from pipeline.serving.replica import STREAM_POLICIES
-from pipeline.serving.streams import (COMMIT_SCRIPT, FEEDBACK_GROUP, LEASE_SCRIPT, PartitionParams, StreamKeys,
-                                      decoded, ensure_partitions, partition_of, stream_id)
+from pipeline.serving.streams import (ARM_FIELD, COMMIT_SCRIPT, FEEDBACK_GROUP, LEASE_SCRIPT, PartitionStatistics,
+                                      StreamKeys, decoded, ensure_partitions, pack_statistics, ridge_solution,
+                                      stream_id, unpack_statistics)
 
 CONSUMER = "trainer"  # one owner per partition (the lease), so one consumer name keeps its pending entries
 READ_COUNT = 1000  # entries per read, learnt as one batch
@@ -61,31 +62,24 @@ def learn_linear(learner: ServedPolicy, contexts: list[dict], items: list[str], 
         model, x = models[learner.arm(key)], vectors[rows]
         model.A = model.A + x.T @ x
         model.Xty = model.Xty + x.T @ rewards[rows]
-        model.A_inv = np.linalg.inv(model.A)
-        model.beta = model.A_inv @ model.Xty
+        model.A_inv, model.beta = ridge_solution(model.A, model.Xty)
 
 
-def statistics(learner: ServedPolicy, arm_keys: list[str]) -> bytes:
-    """The state a partition commits: ``A`` and ``b`` (MABWiser's ``Xty``) of its items, as npz (about half of
-    a pickled recommender: ``A^-1`` and ``beta`` follow from them)."""
-    models = learner.recommender.mab._imp.arm_to_model
-    arms = [learner.arm(key) for key in arm_keys]
-    buffer = io.BytesIO()
-    np.savez(buffer, arm_keys=np.array(arm_keys, dtype=str), A=np.stack([models[a].A for a in arms]),
-             Xty=np.stack([models[a].Xty for a in arms]))
-    return buffer.getvalue()
+def arm_statistics(learner: ServedPolicy, key: str) -> bytes:
+    """What a commit stores for one item: its ``A`` and ``b`` (MABWiser's ``Xty``)."""
+    model = learner.recommender.mab._imp.arm_to_model[learner.arm(key)]
+    return pack_statistics(model.A, model.Xty)
 
 
-def restore_statistics(learner: ServedPolicy, state: bytes) -> None:
+def restore_statistics(learner: ServedPolicy, committed: PartitionStatistics) -> None:
     """Write committed statistics back into the learner's arm models (``A^-1`` and ``beta`` recomputed exactly
     as ``learn_linear`` computes them, so a restored trainer equals one that never stopped)."""
     models = learner.recommender.mab._imp.arm_to_model
-    saved = np.load(io.BytesIO(state), allow_pickle=False)
-    for key, A, Xty in zip(saved["arm_keys"], saved["A"], saved["Xty"]):
-        model = models[learner.arm(str(key))]
-        model.A, model.Xty = A, Xty
-        model.A_inv = np.linalg.inv(model.A)
-        model.beta = model.A_inv @ model.Xty
+    for key, blob in committed.arms.items():
+        model = models[learner.arm(key)]
+        model.A, model.Xty = unpack_statistics(blob)
+        model.A_inv, model.beta = ridge_solution(model.A, model.Xty)
+
 
 class LostLease(RuntimeError):
     """Another trainer took a partition over (this one stalled past its lease): stop without committing."""
@@ -94,15 +88,16 @@ class LostLease(RuntimeError):
 class PartitionState:
     """One partition's learner, the last feedback id it includes, and the entries read but not acknowledged."""
 
-    def __init__(self, partition: int, learner: ServedPolicy, arm_keys: list[str], saved: dict):
-        self.partition, self.learner, self.arm_keys = partition, learner, arm_keys
+    def __init__(self, partition: int, learner: ServedPolicy, saved: dict):
+        self.partition, self.learner = partition, learner
         if saved:
-            restore_statistics(learner, saved[b"state"])
-            self.last_id, self.applied = saved[b"last_id"].decode(), int(saved[b"applied"])
+            committed = PartitionStatistics.from_hash(saved)
+            restore_statistics(learner, committed)
+            self.last_id, self.applied = committed.last_id, committed.applied
         else:
             self.last_id, self.applied = "0-0", 0
         self.unacknowledged: list[bytes] = []
-        self.dirty = False
+        self.changed: set[str] = set()  # items learnt since the last commit
 
 
 class StreamTrainer:
@@ -131,9 +126,8 @@ class StreamTrainer:
         if linear_arrays(learner.recommender) is None:
             raise ConfigError(f"train-stream: {self.policy!r} is not one of {', '.join(STREAM_POLICIES)}, the "
                               "policies the production path publishes; serve it in the laptop mode (SQLite --store)")
-        keys = [item_key(arm) for arm in learner.arms if partition_of(item_key(arm), self.total) == p]
         self._acquire(p)
-        self.states[p] = PartitionState(p, learner, keys, self.client.hgetall(self.keys.trainer(p)))
+        self.states[p] = PartitionState(p, learner, self.client.hgetall(self.keys.params(p)))
         try:
             self.client.xgroup_create(self.keys.feedback(p), FEEDBACK_GROUP, id="0", mkstream=True)
         except redis.ResponseError as error:  # BUSYGROUP: created by an earlier run
@@ -181,14 +175,15 @@ class StreamTrainer:
         if fresh:
             learn_linear(state.learner, [json.loads(f["context"]) for _, f in fresh], [f["item"] for _, f in fresh],
                          [float(f["reward"]) for _, f in fresh])
-            state.last_id, state.applied, state.dirty = fresh[-1][0].decode(), state.applied + len(fresh), True
+            state.last_id, state.applied = fresh[-1][0].decode(), state.applied + len(fresh)
+            state.changed.update(f["item"] for _, f in fresh)
         return len(fresh)
 
     def publish(self) -> int:
         """Commit and publish every partition with news; the number published."""
         published = 0
         for p, state in self.states.items():
-            if state.dirty:
+            if state.changed:
                 self._commit(state)
                 published += 1
             if state.unacknowledged:  # entries covered by the committed state (or skipped as already in it)
@@ -197,20 +192,15 @@ class StreamTrainer:
         return published
 
     def _commit(self, state: PartitionState) -> None:
-        arrays = linear_arrays(state.learner.recommender)
-        mine = set(state.arm_keys)
-        rows = [i for i, arm in enumerate(arrays["arms"]) if item_key(arm) in mine]
-        version = f"p{state.partition}:{state.last_id}"
-        params = PartitionParams(state.arm_keys, arrays["betas"][rows],
-                                 None if arrays["inverses"] is None else arrays["inverses"][rows],
-                                 version, state.last_id, state.applied)
         p = state.partition
-        done = self.commit_script(keys=[self.keys.trainer(p), self.keys.params(p), self.keys.lease(p)],
-                                  args=[self.token, statistics(state.learner, state.arm_keys), state.last_id,
-                                        state.applied, params.to_bytes(), version, repr(time.time())])
+        pairs = [value for key in sorted(state.changed)
+                 for value in (ARM_FIELD + key.encode(), arm_statistics(state.learner, key))]
+        done = self.commit_script(keys=[self.keys.params(p), self.keys.lease(p)],
+                                  args=[self.token, state.last_id, state.applied, f"p{p}:{state.last_id}",
+                                        repr(time.time()), *pairs])
         if not done:
             raise LostLease(f"partition {p} was taken over by another trainer before this commit")
-        state.dirty = False
+        state.changed = set()
 
     def run(self, publish_every: float, stop_after: float | None = None) -> None:
         """Learn and publish until interrupted (Ctrl-C/SIGTERM commit what was learnt) or ``stop_after`` s.
