@@ -356,6 +356,34 @@ class EvaluationConfig(Strict):
         return self
 
 
+class SessionConfig(Strict):
+    """The session environment (``pipeline/sessions``): one episode is one user's visit to the synthetic shop,
+    and users come back on later days.  ``dynamics: false`` is the shop's contextual bandit: the session state
+    then changes neither clicks nor leaving nor returning."""
+
+    dynamics: bool = Field(True, description="false: clicks come from the shop's click model alone")
+    max_steps: int = Field(20, ge=1, le=1000, description="recommendations in one session at most")
+    fatigue: float = Field(1.0, ge=0, description="click logit lost per unit of fatigue of the shown category")
+    fatigue_decay: float = Field(0.6, ge=0, lt=1, description="share of each category's fatigue left a step later")
+    satisfaction_rate: float = Field(0.3, gt=0, le=1, description="how fast satisfaction moves to the relevance "
+                                                                  "(true click probability / the best item's) of "
+                                                                  "what is shown")
+    leave: float = Field(0.05, ge=0, le=1, description="probability of leaving after any step")
+    leave_fatigue: float = Field(0.1, ge=0, description="added to it per unit of the shown category's fatigue")
+    leave_dissatisfaction: float = Field(0.4, ge=0, description="added to it times (1 - satisfaction)")
+    return_rate: float = Field(0.3, gt=0, lt=1, description="probability of another visit after a session that "
+                                                            "ends with satisfaction 0.5")
+    return_satisfaction: float = Field(4.0, ge=0, description="return log-odds gained per unit of final "
+                                                              "satisfaction")
+    mean_return_gap: float = Field(3.0, ge=1, description="mean days until a return visit (geometric)")
+    days: int = Field(28, ge=1, description="days of the visit calendar over which return visits are counted")
+    cohort: int | None = Field(None, ge=1, description="users in the calendar (null: all the shop's users)")
+    first_visit_days: int | None = Field(None, ge=1, description="first visits fall on these first days of the "
+                                                                 "calendar (null: all of it); later days only "
+                                                                 "see returns (an A/B test's enrollment)")
+    reward: Literal["click", "revenue"] = Field("click", description="revenue: a click earns the item's price")
+
+
 class SimulationConfig(Strict):
     """Online simulation against the synthetic click model (synthetic data only)."""
 
@@ -370,6 +398,7 @@ class SimulationConfig(Strict):
     recovery_share: float = Field(0.9, gt=0, le=1, description="recovered when the share of Oracle's rolling "
                                                               "CTR is back to this fraction of its pre-shock value")
     policies: list[str] | None = Field(None, description="policies to simulate; null: all")
+    sessions: SessionConfig = SessionConfig()
 
     @model_validator(mode="after")
     def _shock_inside(self) -> "SimulationConfig":

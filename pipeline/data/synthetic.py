@@ -179,10 +179,14 @@ class ClickModel:
 
     # ----------------------------------------------------------------------------------- terms
     def event_arrays(self, events: pd.DataFrame) -> _EventArrays:
-        user = np.searchsorted(self.user_ids, events[USER_ID].to_numpy())
-        part = _codes(events["daypart"], DAYPARTS)
-        weekend = events["is_weekend"].to_numpy(dtype=float)
-        device = _codes(events["device"], DEVICES)
+        return self.coded_events(np.searchsorted(self.user_ids, events[USER_ID].to_numpy()),
+                                 _codes(events["daypart"], DAYPARTS), events["is_weekend"].to_numpy(dtype=float),
+                                 _codes(events["device"], DEVICES))
+
+    def coded_events(self, user: np.ndarray, part: np.ndarray, weekend: np.ndarray, device: np.ndarray
+                     ) -> _EventArrays:
+        """``event_arrays`` from codes: user rows, daypart and device positions in ``DAYPARTS`` and ``DEVICES``
+        (one visit at a time, without a DataFrame: the session environment starts thousands)."""
         context = np.column_stack([self._user_design[user], np.eye(len(DEVICES))[device],
                                    np.eye(len(DAYPARTS))[part], weekend])
         return _EventArrays(user, part, weekend, device, context @ self._context_weights + self.hidden_bias)
@@ -221,6 +225,16 @@ class ClickModel:
         self.intercept = (low + high) / 2
 
     # --------------------------------------------------------------------------------- public
+    def logits(self, events: pd.DataFrame | _EventArrays) -> np.ndarray:
+        """The click logit of every catalog item (columns in ``item_ids`` order) for a few event rows (or their
+        ``coded_events``): ``probabilities`` is their sigmoid (the session environment adds its own terms)."""
+        ev = events if isinstance(events, _EventArrays) else self.event_arrays(events)
+        return self._grid_logits(ev, np.arange(len(ev.user)))
+
+    def user_attributes(self, user_rows: np.ndarray) -> np.ndarray:
+        """The users' attributes as the click model reads them (age standardised, the rest one-hot)."""
+        return self._user_design[user_rows]
+
     def probabilities(self, events: pd.DataFrame, chunk_size: int = 512) -> np.ndarray:
         """Click probability of every catalog item (columns in ``item_ids`` order) for every event row."""
         ev = self.event_arrays(events)

@@ -1,0 +1,132 @@
+"""A/B-test simulation on the session shop: randomised users, a sequential test checked daily, and a
+fixed-horizon test sized in advance.
+
+Users are randomised half and half to the control and the treatment policy (both frozen).  Each enrolls on
+its first visit, on one of the first ``enrollment_days`` days, and is followed for ``window_days``: its outcome is
+the clicks (or revenue) of all its visits in that window, returns included, which is what a session-aware
+policy can change.  An outcome is known once its window has closed, so on day ``d`` the test sees the users
+who enrolled ``window_days`` or more days before; outcomes of different users are independent given the
+assignment, which is what both tests assume.
+
+- **Sequential (mSPRT**, Johari, Pekelis & Walsh 2017, "Always valid inference"): for the lift estimate
+  ``D = mean_B - mean_A`` with variance ``V = s_A^2 / n_A + s_B^2 / n_B`` and a normal mixing distribution
+  ``N(0, tau^2)`` over the true lift (``tau`` = the effect the test is sized for),
+
+      Lambda = sqrt(V / (V + tau^2)) * exp(tau^2 D^2 / (2 V (V + tau^2))),
+
+  the always-valid p-value is ``p_d = min(p_{d-1}, 1 / Lambda_d)``; rejecting the first day ``p_d <= alpha``
+  keeps the false-positive rate at most ``alpha`` however often one looks (``V`` is estimated, so this holds
+  as the samples grow; the A/A simulation measures it).  Its confidence sequence,
+  ``D -+ sqrt(V (V + tau^2) / tau^2 * (2 log(1 / alpha) + log((V + tau^2) / V)))``, is valid at every day too.
+- **Fixed horizon**: Welch's z-test once, at the day both arms first have the planned number of completed users
+  ``n = 2 (z_{1-alpha/2} + z_{power})^2 sigma^2 / effect^2`` (``sigma`` from a pilot run of the control).
+  Looking at it every day instead would inflate its false-positive rate (``naive_daily``, reported for
+  comparison only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from pipeline.config import SessionConfig
+from pipeline.data.dataset import Dataset
+from pipeline.sessions.agents import online_loop
+from pipeline.sessions.environment import ShopSessionEnv
+
+
+@dataclass(frozen=True)
+class ABSettings:
+    users: int = 1_000  # per test, both arms together
+    enrollment_days: int = 14
+    window_days: int = 7
+    alpha: float = 0.05
+    power: float = 0.8
+    effect: float = 0.3  # the lift (per-user outcome units) the test is sized for; the mixture's tau
+
+
+def msprt_statistic(lift: float, variance: float, tau: float) -> float:
+    """The mixture likelihood ratio Lambda of the module docstring (``inf`` for a zero variance with a lift)."""
+    if variance <= 0:
+        return np.inf if lift != 0 else 1.0
+    tau2 = tau ** 2
+    return float(np.sqrt(variance / (variance + tau2)) * np.exp(tau2 * lift ** 2 / (2 * variance * (variance + tau2))))
+
+
+def confidence_sequence(lift: float, variance: float, tau: float, alpha: float) -> tuple[float, float]:
+    tau2 = tau ** 2
+    half = np.sqrt(variance * (variance + tau2) / tau2 * (2 * np.log(1 / alpha) + np.log((variance + tau2) / variance)))
+    return lift - half, lift + half
+
+
+def planned_users_per_arm(sigma: float, effect: float, alpha: float, power: float) -> int:
+    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
+    return int(np.ceil(2 * (z * sigma / effect) ** 2))
+
+
+def user_outcomes(shop: Dataset, sessions: SessionConfig, agent, users: pd.DataFrame, settings: ABSettings,
+                  seed: int) -> pd.DataFrame:
+    """Serve ``users`` with ``agent`` through one calendar: per user, the enrollment day and the outcome."""
+    config = sessions.model_copy(update={"days": settings.enrollment_days + settings.window_days, "cohort": None,
+                                         "first_visit_days": settings.enrollment_days})
+    env = ShopSessionEnv(shop.click_model, users, shop.items, config)
+    enrolled, outcome = {}, {}
+    for record in online_loop(agent, env, steps=10 ** 9, learn=False, seed=seed):
+        info = record["info"]
+        if info["period"] > 0:  # the calendar is over
+            break
+        user = info["user_id"]
+        first = enrolled.setdefault(user, info["day"])
+        if info["day"] < first + settings.window_days:
+            outcome[user] = outcome.get(user, 0.0) + record["reward"]
+    table = pd.DataFrame({"user_id": list(enrolled), "enrolled": list(enrolled.values())})
+    table["outcome"] = table["user_id"].map(outcome).fillna(0.0)
+    table["known_on"] = table["enrolled"] + settings.window_days
+    return table
+
+
+def analyse(control: pd.DataFrame, treatment: pd.DataFrame, settings: ABSettings, planned: int) -> dict:
+    """Daily looks at the completed users: the mSPRT's always-valid p-value, the naive daily z-test, the
+    fixed-horizon test at the planned size, and the final lift with its 95% interval."""
+    alpha, tau = settings.alpha, settings.effect
+    p_always, decision_day, naive_day, fixed, days = 1.0, None, None, None, []
+    for day in range(1, settings.enrollment_days + settings.window_days + 1):
+        a = control.loc[control["known_on"] <= day, "outcome"].to_numpy()
+        b = treatment.loc[treatment["known_on"] <= day, "outcome"].to_numpy()
+        if min(len(a), len(b)) < 2:
+            continue
+        lift, variance = b.mean() - a.mean(), a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)
+        p_always = min(p_always, 1.0 / msprt_statistic(lift, variance, tau))
+        p_naive = 2 * stats.norm.sf(abs(lift) / np.sqrt(variance)) if variance > 0 else float(lift == 0)
+        low, high = confidence_sequence(lift, variance, tau, alpha) if variance > 0 else (lift, lift)
+        days.append({"day": day, "n_control": len(a), "n_treatment": len(b), "lift": lift, "cs_low": low,
+                     "cs_high": high, "p_always_valid": p_always, "p_naive": p_naive})
+        if decision_day is None and p_always <= alpha:
+            decision_day = day
+        if naive_day is None and p_naive <= alpha:
+            naive_day = day
+        if fixed is None and min(len(a), len(b)) >= planned:
+            fixed = {"fixed_day": day, "fixed_p": p_naive, "fixed_significant": bool(p_naive <= alpha)}
+    final = days[-1]
+    half = stats.norm.ppf(0.975) * np.sqrt(control["outcome"].var(ddof=1) / len(control)
+                                           + treatment["outcome"].var(ddof=1) / len(treatment))
+    return {"lift": final["lift"], "lift_low": final["lift"] - half, "lift_high": final["lift"] + half,
+            "control_mean": control["outcome"].mean(), "treatment_mean": treatment["outcome"].mean(),
+            "sequential_significant": decision_day is not None, "decision_day": decision_day,
+            "naive_daily_significant": naive_day is not None, "planned_per_arm": planned,
+            **(fixed or {"fixed_day": None, "fixed_p": np.nan, "fixed_significant": False}),
+            "daily": pd.DataFrame(days)}
+
+
+def simulate(shop: Dataset, sessions: SessionConfig, control, treatment, settings: ABSettings, planned: int,
+             seed: int) -> dict:
+    """One randomised test: ``settings.users`` users of the shop, half to each arm."""
+    rng = np.random.default_rng([seed, 14])
+    chosen = shop.users.iloc[rng.choice(len(shop.users), size=min(settings.users, len(shop.users)), replace=False)]
+    half = len(chosen) // 2
+    outcomes = [user_outcomes(shop, sessions, agent, part, settings, seed * 2 + arm) for arm, (agent, part)
+                in enumerate(((control, chosen.iloc[:half]), (treatment, chosen.iloc[half:])))]
+    return analyse(*outcomes, settings, planned)
