@@ -3,6 +3,8 @@
     python -m bench.sessions                          # dynamics on (the default session shop)
     python -m bench.sessions --no-dynamics            # the shop's contextual bandit: the sanity check
     python -m bench.sessions --seeds 1 2 3 4 5 --train-steps 30000
+    python -m bench.sessions --config my.yaml          # the shop (data.synthetic) and the dynamics
+                                                       # (simulation.sessions) of a config
 
 Each seed generates a shop (``data.synthetic`` defaults, 200 items), trains every agent for ``--train-steps``
 steps of visits, then evaluates it frozen on a calendar of ``--cohort`` users over 28 days that it has not seen
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.config import SessionConfig, SyntheticConfig
+from pipeline.config import SessionConfig, SyntheticConfig, load_config
 from pipeline.policies import make_policy_spec
 from pipeline.sessions.compare import ComparisonSettings, compare
 
@@ -33,6 +35,8 @@ BANDITS = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, help="a pipeline config: its data.synthetic and simulation.sessions "
+                                                    "(default: their defaults, with 1,000 logged events)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--tuning-seeds", type=int, nargs="*", default=[0])
     parser.add_argument("--train-steps", type=int, default=20_000)
@@ -44,13 +48,19 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=Path("bench/results"))
     args = parser.parse_args()
     started = time.perf_counter()
-    sessions = SessionConfig(dynamics=not args.no_dynamics, cohort=args.cohort)
+    if args.config is not None:
+        config = load_config(args.config)
+        synthetic, sessions = config.data.synthetic, config.simulation.sessions
+    else:
+        synthetic, sessions = SyntheticConfig(n_events=1_000), SessionConfig()
+    sessions = sessions.model_copy(update={"cohort": args.cohort,
+                                           "dynamics": sessions.dynamics and not args.no_dynamics})
     defaults = ComparisonSettings()
     settings = ComparisonSettings(seeds=args.seeds, tuning_seeds=args.tuning_seeds, train_steps=args.train_steps,
                                   rl={name: defaults.rl[name] for name in args.rl})
     bandits = [make_policy_spec(name, BANDITS[name][0], BANDITS[name][1], None, {}) for name in args.bandits]
-    tables = compare(SyntheticConfig(n_events=1_000), sessions, bandits, settings)
-    tag = "no_dynamics" if args.no_dynamics else "dynamics"
+    tables = compare(synthetic, sessions, bandits, settings)
+    tag = "dynamics" if sessions.dynamics else "no_dynamics"
     args.output.mkdir(parents=True, exist_ok=True)
     for name in ("summary", "per_seed", "curves"):
         tables[name].to_csv(args.output / f"sessions_{tag}_{name}.csv", index=False)
@@ -59,7 +69,7 @@ def main() -> None:
                "session_length", "return_visits_per_user", "diversity", "novelty"]
     with pd.option_context("display.width", 250):
         print(tables["summary"][columns].round(3).to_string(index=False))
-    print(json.dumps({"dynamics": not args.no_dynamics, "best_bandit": tables["summary"]["best_bandit"].iloc[0],
+    print(json.dumps({"dynamics": sessions.dynamics, "best_bandit": tables["summary"]["best_bandit"].iloc[0],
                       "minutes": round((time.perf_counter() - started) / 60, 1)}))
 
 

@@ -21,9 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `streamlit ru
 from dashboard.data import RunDataError, list_runs  # noqa: E402
 from dashboard.views.common import url_widget  # noqa: E402
 from dashboard.views import (config, decision, explorer, items, leaderboard, metrics_at_k, off_policy,  # noqa: E402
-                             simulation)
+                             sessions, simulation)
 
-PAGES = [decision, leaderboard, metrics_at_k, off_policy, simulation, explorer, items, config]
+PAGES = [decision, leaderboard, metrics_at_k, off_policy, simulation, sessions, explorer, items, config]
 
 
 def runs_root() -> Path:

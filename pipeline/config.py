@@ -384,6 +384,37 @@ class SessionConfig(Strict):
     reward: Literal["click", "revenue"] = Field("click", description="revenue: a click earns the item's price")
 
 
+class ABTestConfig(Strict):
+    """Simulated A/B tests after the session comparison (``pipeline/sessions/ab_test.py``)."""
+
+    tests: int = Field(20, ge=0, description="A/B tests of control against treatment")
+    aa_tests: int = Field(0, ge=0, description="A/A tests (the control in both arms): false-positive rates")
+    control: str | None = Field(None, description="an agent of the comparison; null: the best bandit")
+    treatment: str | None = Field(None, description="null: the best RL agent (or the Oracle without RL agents)")
+    users: int = Field(400, ge=4, description="users per test, both arms together")
+    enrollment_days: int = Field(14, ge=1)
+    window_days: int = Field(7, ge=1, description="days each user's outcome (its clicks, returns included) covers")
+    alpha: float = Field(0.05, gt=0, lt=1)
+    power: float = Field(0.8, gt=0, lt=1, description="of the fixed-horizon test, at `effect`")
+    effect: float = Field(0.5, gt=0, description="the lift in clicks per user the tests are sized for (the "
+                                                  "fixed horizon's sample size, the mSPRT's mixing scale)")
+
+
+class SessionComparisonConfig(Strict):
+    """Bandits, RL agents and the Oracle in the session environment, in ``pipeline run`` (synthetic data only;
+    several minutes: off by default, on in ``configs/sessions.yaml``)."""
+
+    enabled: bool = False
+    policies: list[str] | None = Field(None, description="the config's policies that take part; null: all")
+    rl_agents: list[Literal["DQN", "PPO"]] = Field(["DQN", "PPO"], description="Stable-Baselines3 agents")
+    train_steps: int = Field(20_000, ge=1, description="environment steps every agent learns from")
+    batch_size: int = Field(500, ge=1, description="bandits: steps between two partial_fit calls")
+    cohort: int = Field(400, ge=1, description="users of the evaluation calendar")
+    tuning_seeds: list[int] = Field([], description="run seeds on which hyperparameters were chosen: reported "
+                                                    "apart, never in the intervals")
+    ab_test: ABTestConfig = ABTestConfig()
+
+
 class SimulationConfig(Strict):
     """Online simulation against the synthetic click model (synthetic data only)."""
 
@@ -399,6 +430,7 @@ class SimulationConfig(Strict):
                                                               "CTR is back to this fraction of its pre-shock value")
     policies: list[str] | None = Field(None, description="policies to simulate; null: all")
     sessions: SessionConfig = SessionConfig()
+    session_comparison: SessionComparisonConfig = SessionComparisonConfig()
 
     @model_validator(mode="after")
     def _shock_inside(self) -> "SimulationConfig":
@@ -494,6 +526,29 @@ class PipelineConfig(Strict):
         unknown = sorted(set(self.simulation.policies or []) - set(self.policies))
         if unknown:
             raise ValueError(f"simulation.policies names {unknown}, which are not in policies ({', '.join(self.policies)})")
+        return self
+
+    @model_validator(mode="after")
+    def _session_comparison_fits(self) -> "PipelineConfig":
+        settings = self.simulation.session_comparison
+        if not settings.enabled:
+            return self
+        if self.data.source != "synthetic":
+            raise ValueError("simulation.session_comparison needs data.source: synthetic (its users are simulated "
+                             "from the generator's click model)")
+        unknown = sorted(set(settings.policies or []) - set(self.policies))
+        if unknown:
+            raise ValueError(f"simulation.session_comparison.policies names {unknown}, which are not in policies "
+                             f"({', '.join(self.policies)})")
+        if not set(self.seed_list) - set(settings.tuning_seeds):
+            raise ValueError(f"simulation.session_comparison.tuning_seeds {settings.tuning_seeds} leaves none of the "
+                             f"run's seeds {self.seed_list} to report on; add seeds (seeds: [...])")
+        agents = {"Oracle", *settings.rl_agents, *(settings.policies or [s.name for s in self.policy_specs()])}
+        for role in ("control", "treatment"):
+            name = getattr(settings.ab_test, role)
+            if name is not None and name not in agents:
+                raise ValueError(f"simulation.session_comparison.ab_test.{role}: {name!r} is not one of the "
+                                 f"comparison's agents ({', '.join(sorted(agents))})")
         return self
 
     @model_validator(mode="after")

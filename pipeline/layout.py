@@ -31,6 +31,12 @@ REPLAY = "replay"
 LOGGING_MODEL = "logging_model"
 SAFEGUARDS = "safeguards"
 ITEM_EXPOSURE = "item_exposure"
+SESSIONS_SUMMARY = "sessions_summary"  # pipeline/sessions/stage.py
+SESSIONS_PER_SEED = "sessions_per_seed"
+SESSIONS_CURVES = "sessions_curves"
+AB_TESTS = "ab_tests"
+AB_DAILY = "ab_daily"
+AB_SUMMARY = "ab_summary"
 
 
 def parquet(table: str) -> str:

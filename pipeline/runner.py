@@ -114,6 +114,11 @@ def run_pipeline(config: PipelineConfig, progress: bool = True) -> RunOutcome:
         finally:
             executor.close()
         bar.close()
+        if config.simulation.session_comparison.enabled:
+            from pipeline.sessions.stage import run_sessions  # Gymnasium and Stable-Baselines3 only when asked
+
+            with timer.stage("sessions"):
+                _write_sessions(run_dir, run_sessions(config, policies))
 
         with timer.stage("write"):
             metrics, off_policy, summary, simulation = _write_tables(run_dir, tables, config)
@@ -132,6 +137,8 @@ def run_pipeline(config: PipelineConfig, progress: bool = True) -> RunOutcome:
             "data": tables.data,
             "leaderboard_k": config.evaluation.leaderboard_k,
             "simulation": config.simulation.model_dump() if config.simulation.enabled else None,
+            "sessions": (config.simulation.session_comparison.model_dump()
+                         if config.simulation.session_comparison.enabled else None),
             "replay_biased": tables.replay_biased,
             "leaderboard_estimators": list(leaderboard_estimators(config)),
             "decision": {key: decision.get(key) for key in ("metric", "metric_kind", "policy")},
@@ -141,6 +148,15 @@ def run_pipeline(config: PipelineConfig, progress: bool = True) -> RunOutcome:
     replay = pd.concat(tables.replay, ignore_index=True) if tables.replay else None
     return RunOutcome(run_dir.final, metrics, table, timings, summary, simulation, tables.notes, decision, off_policy,
                       replay)
+
+
+def _write_sessions(run_dir: RunDirectory, tables: dict[str, pd.DataFrame]) -> None:
+    for name, frame in tables.items():  # the stage's names are the layout's
+        run_dir.write_table(name, frame)
+    if layout.AB_TESTS in tables:
+        from pipeline.sessions.stage import ab_summary
+
+        run_dir.write_table(layout.AB_SUMMARY, ab_summary(tables[layout.AB_TESTS]))
 
 
 def _write_decision(run_dir: RunDirectory, tables: _Tables, config: PipelineConfig, metrics: pd.DataFrame,

@@ -22,11 +22,15 @@ SETTINGS = {
     "evaluation": {"top_k": 5, "k_list": [1, 3, 5], "leaderboard_k": 3, "bootstrap_resamples": 50,
                    "replay": {"enabled": True, "batch_size": 20}},
     "simulation": {"enabled": True, "steps": 400, "batch_size": 100, "warmup": 100, "scenario": "shock",
-                   "shock_step": 200, "rolling_window": 100},
+                   "shock_step": 200, "rolling_window": 100, "sessions": {"max_steps": 4},
+                   "session_comparison": {"enabled": True, "policies": ["Random", "LinUCB"], "rl_agents": ["DQN"],
+                                          "train_steps": 200, "batch_size": 50, "cohort": 15,
+                                          "ab_test": {"tests": 1, "aa_tests": 1, "users": 30, "enrollment_days": 2,
+                                                      "window_days": 2}}},
 }
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
-PAGES = ["Decision", "Leaderboard", "Metrics at k", "Off-policy vs truth", "Online simulation", "Recommendations explorer",
-         "Items", "Config and compare runs"]
+PAGES = ["Decision", "Leaderboard", "Metrics at k", "Off-policy vs truth", "Online simulation", "Sessions and A/B tests",
+         "Recommendations explorer", "Items", "Config and compare runs"]
 
 
 @pytest.fixture(scope="module")
@@ -155,6 +159,21 @@ def test_off_policy_and_simulation_pages_show_the_run_tables(runs, monkeypatch):
     summary = at.dataframe[0].value.set_index("policy")
     assert set(summary.index) == {"Random", "LinUCB", "NeuralLinear", "Oracle"}
     assert set(summary["recovered"]) <= {"yes", "not recovered"}
+
+
+def test_sessions_page_shows_the_comparison_and_the_ab_tests(runs, monkeypatch):
+    runs_dir, made, _ = runs
+    at = open_app(runs_dir, monkeypatch, made["main"].name, "Sessions and A/B tests")
+    shown = at.dataframe[0].value.set_index("agent")
+    summary = pd.read_parquet(made["main"] / "sessions_summary.parquet").set_index("agent")
+    assert set(shown.index) == {"Oracle", "Random", "LinUCB", "DQN"}
+    value = summary.loc["DQN", "return_per_session"]
+    assert shown.loc["DQN", "return / session"].startswith(f"{value:.4f} [")  # with its interval over seeds
+    assert any("Tuning seeds" in c.value and "[1, 2]" in c.value for c in at.caption)
+    assert any("Simulated A/B tests" in header.value for header in at.subheader)
+    assert any("mSPRT's confidence sequence" in c.value for c in at.caption)
+    other = open_app(runs_dir, monkeypatch, made["other"].name, "Sessions and A/B tests")
+    assert not other.exception and any("not in this run" in i.value for i in other.info)
 
 
 def test_a_slate_run_leads_with_the_slate_estimate_and_its_truth(runs, monkeypatch):

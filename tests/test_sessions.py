@@ -170,3 +170,51 @@ def test_comparison_summary_pairs_agents_by_seed():
     assert table.loc["DQN", "minus_best_bandit_high"] == pytest.approx(high)
     assert high - low < 0.1  # paired: the shared shop effect (sd 1) cancels
     assert table.loc["DQN", "return_per_session_high"] - table.loc["DQN", "return_per_session_low"] > 0.5
+
+
+def test_pipeline_run_writes_the_session_comparison_and_ab_tables(write_config, tiny_settings, capsys, tmp_path):
+    """A tiny run with the stage on: every agent of every seed evaluated, tuning seeds kept apart, and each
+    simulated test's daily rows consistent with its final row."""
+    from helpers import run_cli
+
+    settings = {**tiny_settings, "seeds": [0, 1, 2],
+                "policies": {"LinGreedy": {"learning_policy": "LinGreedy", "params": {"epsilon": 0.05}},
+                             "Random": {"learning_policy": "Random"}},
+                "simulation": {"sessions": {"max_steps": 4},
+                               "session_comparison": {
+                                   "enabled": True, "tuning_seeds": [0], "train_steps": 300, "batch_size": 50,
+                                   "cohort": 20, "rl_agents": ["DQN"],
+                                   "ab_test": {"tests": 2, "aa_tests": 2, "users": 40, "enrollment_days": 3,
+                                               "window_days": 2, "treatment": "Oracle"}}}}
+    code, message = run_cli(write_config(settings), capsys)
+    assert code == 0, message
+    run = next(path.parent for path in (tmp_path / "runs").glob("*/run.json"))
+    summary = pd.read_csv(run / "sessions_summary.csv").set_index("agent")
+    assert set(summary.index) == {"Oracle", "LinGreedy", "Random", "DQN"} and (summary["seeds"] == 2).all()
+    per_seed = pd.read_csv(run / "sessions_per_seed.csv")
+    assert set(per_seed.loc[per_seed.role == "tuning", "seed"]) == {0}
+    assert set(per_seed.loc[per_seed.role == "reporting", "seed"]) == {1, 2}
+    oracle = per_seed[(per_seed.agent == "Oracle") & (per_seed.role == "reporting")]["return_per_session"]
+    assert summary.loc["Oracle", "return_per_session"] == pytest.approx(oracle.mean())
+    tests, daily = pd.read_csv(run / "ab_tests.csv"), pd.read_csv(run / "ab_daily.csv")
+    assert sorted(tests["kind"]) == ["aa", "aa", "ab", "ab"]
+    assert (tests.loc[tests.kind == "ab", "treatment"] == "Oracle").all()
+    assert (tests.loc[tests.kind == "aa", "control"] == tests.loc[tests.kind == "aa", "treatment"]).all()
+    for (kind, test), rows in daily.groupby(["kind", "test"]):
+        final = tests[(tests.kind == kind) & (tests.test == test)].iloc[0]
+        assert rows["lift"].iloc[-1] == pytest.approx(final["lift"])
+        assert rows["p_always_valid"].is_monotonic_decreasing
+    assert (run / "ab_summary.csv").exists()
+
+
+def test_session_comparison_mistakes_are_named(write_config, tiny_settings, capsys):
+    from helpers import assert_clean_failure, run_cli
+
+    settings = {**tiny_settings, "seeds": [0],
+                "simulation": {"session_comparison": {"enabled": True, "tuning_seeds": [0]}}}
+    code, message = run_cli(write_config(settings), capsys)
+    assert_clean_failure(code, message, write_config(settings).parent / "runs", "tuning_seeds", "seeds")
+    settings["seeds"] = [0, 1]
+    settings["simulation"]["session_comparison"]["ab_test"] = {"control": "NoSuch"}
+    code, message = run_cli(write_config(settings), capsys)
+    assert_clean_failure(code, message, write_config(settings).parent / "runs", "ab_test.control", "'NoSuch'")

@@ -74,11 +74,12 @@ def evaluate(agent, env, seed: int) -> pd.DataFrame:
 
 
 def compare(synthetic: SyntheticConfig, sessions: SessionConfig, bandits: list[PolicySpec],
-            settings: ComparisonSettings, progress=print) -> dict[str, pd.DataFrame]:
-    """Train and evaluate every agent on every seed; the tables of the comparison."""
-    session_rows, curve_rows = [], []
+            settings: ComparisonSettings, progress=print) -> dict:
+    """Train and evaluate every agent on every seed: the tables of the comparison, and the first reporting
+    seed's shop and trained agents (``shop``, ``agents``: what the A/B tests serve)."""
+    session_rows, curve_rows, kept = [], [], {}
     for seed in [*settings.tuning_seeds, *settings.seeds]:
-        shop = generate(synthetic, seed)
+        shop = generate(synthetic, synthetic.seed if synthetic.seed is not None else seed)
         role = "tuning" if seed in settings.tuning_seeds else "reporting"
         agents = [(OracleAgent(), None)]
         for spec in bandits:
@@ -102,10 +103,12 @@ def compare(synthetic: SyntheticConfig, sessions: SessionConfig, bandits: list[P
             session_rows.append(table)
             progress(f"seed {seed} ({role}) {agent.name}: {len(table)} sessions, return/session "
                      f"{table['return'].mean():.3f}, trained in {trained:.0f} s")
+        if not kept and role == "reporting":
+            kept = {"shop": shop, "agents": {agent.name: agent for agent, _ in agents}}
     sessions_table = pd.concat(session_rows, ignore_index=True)
     per_seed = per_seed_summary(sessions_table)
     return {"sessions": sessions_table, "curves": pd.DataFrame(curve_rows), "per_seed": per_seed,
-            "summary": summary(per_seed[per_seed["role"] == "reporting"], [s.name for s in bandits])}
+            "summary": summary(per_seed[per_seed["role"] == "reporting"], [s.name for s in bandits]), **kept}
 
 
 def per_seed_summary(sessions: pd.DataFrame) -> pd.DataFrame:
