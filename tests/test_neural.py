@@ -215,3 +215,29 @@ def test_neural_linear_runs_in_the_pipeline_and_writes_its_exports(write_config,
         assert (counts[list(SAFEGUARDS)] == 0).all()
     recs = pd.read_parquet(outcome.path / "recommendations.parquet")
     assert (recs[recs["policy"] == "NeuralLinUCB"].groupby("context_id").size() == 5).all()
+
+
+def test_the_encoder_regresses_real_rewards_and_classifies_clicks():
+    """Rewards of 0 and 50 (revenue): the network's output approaches each item's mean reward (squared loss);
+    clicks (0/1): its logit separates the items (logistic loss).  The logistic loss on 50s would diverge."""
+    import torch
+
+    from pipeline.neural.encoder import TwoTowerEncoder, train_clicks
+
+    rng = np.random.default_rng(0)
+    contexts = rng.normal(size=(400, 2))
+    items = np.repeat(np.eye(2), 200, axis=0)  # item 0 on the first 200 rows, item 1 on the rest
+    for scale in (50.0, 1.0):
+        torch.manual_seed(0)
+        encoder = TwoTowerEncoder(2, 2, (8,), 4)
+        rewards = np.where(items[:, 0] == 1, scale, 0.0)
+        train_clicks(encoder, contexts, items, rewards, epochs=100, lr=0.05, batch_size=100,
+                     generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            out = encoder.pair_logits(torch.as_tensor(contexts[:5]), torch.as_tensor(np.eye(2)[[0] * 5])).numpy()
+            other = encoder.pair_logits(torch.as_tensor(contexts[:5]), torch.as_tensor(np.eye(2)[[1] * 5])).numpy()
+        if scale == 50.0:
+            np.testing.assert_allclose(out, 50.0, rtol=0.1)
+            np.testing.assert_allclose(other, 0.0, atol=5.0)
+        else:
+            assert (out > 2).all() and (other < -2).all()  # logits of a near-certain click and non-click

@@ -218,3 +218,11 @@ def test_session_comparison_mistakes_are_named(write_config, tiny_settings, caps
     settings["simulation"]["session_comparison"]["ab_test"] = {"control": "NoSuch"}
     code, message = run_cli(write_config(settings), capsys)
     assert_clean_failure(code, message, write_config(settings).parent / "runs", "ab_test.control", "'NoSuch'")
+
+
+def test_intervals_stay_inside_each_metrics_range():
+    from pipeline.sessions.compare import t_interval
+
+    mean, low, high = t_interval(np.array([0.01, 0.6, 0.02]), bounds=(0, np.inf))
+    assert low == 0.0 and high > mean > 0  # the plain t-interval reaches below zero here
+    assert t_interval(np.array([0.97, 1.0, 0.9]), bounds=(0, 1))[2] == 1.0

@@ -83,11 +83,13 @@ class TwoTowerEncoder(nn.Module):
 
 def train_clicks(encoder: TwoTowerEncoder, contexts: np.ndarray, item_features: np.ndarray, rewards: np.ndarray,
                  epochs: int, lr: float, batch_size: int, generator: torch.Generator) -> float:
-    """Fit the towers and output layer to the logged clicks with the logistic (binary cross-entropy) loss."""
+    """Fit the towers and output layer to the rewards: the logistic (binary cross-entropy) loss when every reward
+    is 0 or 1 (clicks), else the squared error of the network's output (revenue, ratings, any real reward: the
+    logistic loss on a reward of 50 pushes the logits up without bound)."""
     x = torch.as_tensor(contexts, dtype=torch.float64)
     f = torch.as_tensor(item_features, dtype=torch.float64)
     r = torch.as_tensor(rewards, dtype=torch.float64)
-    loss_fn = nn.BCEWithLogitsLoss()
+    loss_fn = nn.BCEWithLogitsLoss() if np.isin(rewards, (0.0, 1.0)).all() else nn.MSELoss()
     return _optimise(encoder, len(r), epochs, lr, batch_size, generator,
                      lambda idx: loss_fn(encoder.pair_logits(x[idx], f[idx]), r[idx]))
 

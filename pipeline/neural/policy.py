@@ -8,12 +8,12 @@
 
 Learning: every event's embedding updates the head's sufficient statistics; every ``retrain_every``
 events (or every ``retrain_growth`` x the events seen so far, whichever is more) the encoder is retrained
-on the most recent ``retrain_window`` events (logistic loss) and the head is recomputed from all events on
-the new embeddings.  The growing interval keeps a long log linear in cost: with a fixed interval, 800k
-events would mean 800 recomputations over up to 800k events each; with 10% growth, about 70 (logs under
-10,000 events are unaffected).  ``warm_start`` pre-trains the encoder on the clicks
-of the training log first (BPR or contrastive).  Decisions: Thompson sampling from the head's posterior
-(one weight draw per context) or UCB ``z . mu + alpha * sqrt(z^T P^-1 z)`` (Neural-LinUCB).
+on the most recent ``retrain_window`` events (logistic loss on clicks, squared error on any other reward)
+and the head is recomputed from all events on the new embeddings.  The growing interval keeps a long log
+linear in cost: with a fixed interval, 800k events would mean 800 recomputations over up to 800k events
+each; with 10% growth, about 70 (logs under 10,000 events are unaffected).  ``warm_start`` pre-trains the
+encoder on the clicks of the training log first (BPR or contrastive).  Decisions: Thompson sampling from
+the head's posterior (one weight draw per context) or UCB ``z . mu + alpha * sqrt(z^T P^-1 z)`` (Neural-LinUCB).
 """
 
 from __future__ import annotations

@@ -124,18 +124,23 @@ def per_seed_summary(sessions: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index()
 
 
-def t_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
-    """Mean and its t-interval over seeds (undefined, NaN, with fewer than two)."""
+def t_interval(values: np.ndarray, level: float = 0.95, bounds: tuple[float, float] = (-np.inf, np.inf)
+               ) -> tuple[float, float, float]:
+    """Mean and its t-interval over seeds, cut to the metric's range ``bounds`` (a t-interval over three
+    seeds of a small non-negative mean reaches below zero); NaN with fewer than two seeds."""
     values = np.asarray(values, dtype=float)
     mean = float(values.mean())
     if len(values) < 2:
         return mean, np.nan, np.nan
     half = stats.t.ppf((1 + level) / 2, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
-    return mean, mean - half, mean + half
+    return mean, float(max(mean - half, bounds[0])), float(min(mean + half, bounds[1]))
 
 
-METRICS = ("return_per_session", "session_length", "clicks_per_session", "diversity", "novelty",
-           "return_visits_per_user", "clicks_per_user")
+# Each metric's range: returns, lengths and counts are non-negative (the shop's rewards are clicks or prices),
+# diversity and novelty are shares.
+METRICS = {"return_per_session": (0, np.inf), "session_length": (0, np.inf), "clicks_per_session": (0, np.inf),
+           "diversity": (0, 1), "novelty": (0, 1), "return_visits_per_user": (0, np.inf),
+           "clicks_per_user": (0, np.inf)}
 
 
 def summary(per_seed: pd.DataFrame, bandit_names: list[str]) -> pd.DataFrame:
@@ -146,8 +151,9 @@ def summary(per_seed: pd.DataFrame, bandit_names: list[str]) -> pd.DataFrame:
     rows = []
     for agent, group in per_seed.groupby("agent", sort=False):
         row = {"agent": agent, "seeds": len(group)}
-        for metric in METRICS:
-            row[metric], row[f"{metric}_low"], row[f"{metric}_high"] = t_interval(group[metric].to_numpy())
+        for metric, bounds in METRICS.items():
+            row[metric], row[f"{metric}_low"], row[f"{metric}_high"] = t_interval(group[metric].to_numpy(),
+                                                                                 bounds=bounds)
         for reference in ([best_bandit] if best_bandit else []) + ["Oracle"]:
             key = "best_bandit" if reference == best_bandit else "oracle"
             row[f"minus_{key}"], row[f"minus_{key}_low"], row[f"minus_{key}_high"] = t_interval(

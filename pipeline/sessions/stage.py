@@ -68,8 +68,9 @@ def ab_summary(tests: pd.DataFrame) -> pd.DataFrame:
     for kind, group in tests.groupby("kind", sort=False):
         mean_lift = float(group["lift"].mean()) if kind == "ab" else 0.0
         row = {"kind": kind, "tests": len(group), "mean_lift": mean_lift,
-               "median_decision_day": float(group["decision_day"].dropna().median()) if group["decision_day"].notna().any()
-               else np.nan,  # among the tests that reached a decision
+               # among the tests that reached a decision
+               "median_decision_day": float(group["decision_day"].median()) if group["decision_day"].notna().any()
+               else np.nan,
                "interval_covers": float(((group["lift_low"] <= mean_lift) & (mean_lift <= group["lift_high"])).mean())}
         for rule in ("sequential_significant", "fixed_significant", "naive_daily_significant"):
             share = float(group[rule].mean())
