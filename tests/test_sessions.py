@@ -226,3 +226,20 @@ def test_intervals_stay_inside_each_metrics_range():
     mean, low, high = t_interval(np.array([0.01, 0.6, 0.02]), bounds=(0, np.inf))
     assert low == 0.0 and high > mean > 0  # the plain t-interval reaches below zero here
     assert t_interval(np.array([0.97, 1.0, 0.9]), bounds=(0, 1))[2] == 1.0
+
+
+def test_each_policy_refuses_rewards_it_cannot_learn_from_in_one_sentence():
+    class Revenue(SignBandit):
+        def step(self, action):
+            observation, reward, *rest = super().step(action)
+            return observation, 49.99 * reward - 5.0, *rest  # a price, or a loss of 5
+
+    for name, policy, says in (("TS", "ThompsonSampling", "binary rewards; the environment gave (44.99|-5.0)"),
+                               ("Pop", "Popularity", "non-negative rewards; the environment gave -5.0")):
+        agent = PolicyAgent(make_policy_spec(name, policy, {}, None, {}), 2, seed=0, batch_size=10)
+        with pytest.raises(ValueError, match=f"policy '{name}'.*{says}"):
+            agent.train(Revenue(), steps=50, seed=0)
+    agent = PolicyAgent(make_policy_spec("LinGreedy", "LinGreedy", {"epsilon": 0.1}, None, {}), 2, seed=0,
+                        batch_size=25)
+    curve = agent.train(Revenue(), steps=400, seed=0)
+    assert np.mean([value for _, value in curve[-100:]]) > 30  # it learns which arm earns 44.99

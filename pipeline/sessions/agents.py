@@ -92,6 +92,27 @@ def episode_returns(records) -> list[tuple[int, float]]:
     return out
 
 
+def accepted_rewards(spec: PolicySpec) -> str:
+    """Which rewards a policy can learn from: ``binary`` (Thompson sampling's Beta posteriors count successes),
+    ``non-negative`` (Popularity's Dirichlet needs non-negative totals; MABWiser says only "alpha < 0") or
+    ``real`` (the ridge regressions, the means, NeuralLinear's squared error)."""
+    policy = type(spec.learning_policy).__name__
+    if policy == "ThompsonSampling":
+        return "binary"
+    if policy == "Popularity":
+        return "non-negative"
+    return "real"
+
+
+def check_reward(spec: PolicySpec, reward: float) -> None:
+    kind = accepted_rewards(spec)
+    if not np.isfinite(reward) or (kind == "binary" and reward not in (0, 1)) or (kind == "non-negative"
+                                                                                 and reward < 0):
+        raise ValueError(f"policy {spec.name!r} ({type(spec.learning_policy).__name__}) learns from {kind} rewards; "
+                         f"the environment gave {reward!r}. Use a policy that takes real rewards (LinUCB, LinTS, "
+                         "LinGreedy, EpsilonGreedy, UCB1, NeuralLinear) or rescale the reward")
+
+
 class PolicyAgent:
     """A policy of the project (a ``PolicySpec`` of the config) acting through Mab2Rec's recommend/partial_fit."""
 
@@ -115,6 +136,7 @@ class PolicyAgent:
         return int(self.recommender.recommend(list(context) if self.spec.is_contextual else [[]])[0])
 
     def observe(self, observation: np.ndarray, action: int, reward: float) -> None:
+        check_reward(self.spec, reward)
         self._contexts.append(np.asarray(observation, dtype=float).ravel())
         self._actions.append(action)
         self._rewards.append(reward)
