@@ -33,6 +33,14 @@ BANDITS = {
 }
 
 
+def binned_curves(curves: pd.DataFrame, width: int = 1_000) -> pd.DataFrame:
+    """The learning curves in bins of ``width`` training steps (mean return of the episodes ending in each), so
+    the results folder holds kilobytes, not every episode."""
+    binned = curves.assign(step=(curves["step"] - 1) // width * width + width)
+    return binned.groupby(["seed", "role", "agent", "step"], sort=False)["return"].agg(
+        mean_return="mean", episodes="size").reset_index()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, help="a pipeline config: its data.synthetic and simulation.sessions "
@@ -62,6 +70,7 @@ def main() -> None:
     tables = compare(synthetic, sessions, bandits, settings)
     tag = "dynamics" if sessions.dynamics else "no_dynamics"
     args.output.mkdir(parents=True, exist_ok=True)
+    tables["curves"] = binned_curves(tables["curves"])
     for name in ("summary", "per_seed", "curves"):
         tables[name].to_csv(args.output / f"sessions_{tag}_{name}.csv", index=False)
     columns = ["agent", "return_per_session", "return_per_session_low", "return_per_session_high",
