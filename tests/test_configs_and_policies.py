@@ -46,6 +46,14 @@ def small_overrides(path: Path, output_dir: Path) -> list[str]:
                  "simulation.rolling_window=100"]
         if config.simulation.scenario == "shock":
             sets.append("simulation.shock_step=200")
+    sessions = config.simulation.session_comparison
+    if sessions.enabled:  # a tuning seed and a reporting seed, a few hundred steps, one small test of each kind
+        sets += [f"seeds={config.seeds[:2]}", "simulation.session_comparison.train_steps=300",
+                 "simulation.session_comparison.cohort=20", "simulation.sessions.max_steps=4",
+                 "simulation.session_comparison.ab_test.tests=1", "simulation.session_comparison.ab_test.aa_tests=1",
+                 "simulation.session_comparison.ab_test.users=40",
+                 "simulation.session_comparison.ab_test.enrollment_days=3",
+                 "simulation.session_comparison.ab_test.window_days=2"]
     return sets
 
 
@@ -59,6 +67,9 @@ def test_every_shipped_config_validates_and_runs_small(path, tmp_path, monkeypat
     assert (outcome.path / "run.json").is_file() and outcome.leaderboard.notna().any(axis=None)
     if config.simulation.enabled:
         assert outcome.simulation_summary is not None and len(outcome.simulation_summary) > 0
+    if config.simulation.session_comparison.enabled:
+        summary = pd.read_csv(outcome.path / "sessions_summary.csv")
+        assert {"Oracle", *names, *config.simulation.session_comparison.rl_agents} == set(summary["agent"])
 
 
 # --------------------------------------------------------------------------------- every policy
