@@ -1,14 +1,18 @@
 """A/A and A/B tests simulated on the session shop (issue 14; ``pipeline/sessions/ab_test.py``).
 
-    python -m bench.ab_test                       # 200 A/A tests, then 40 A/B tests (~10 minutes)
-    python -m bench.ab_test --aa 400 --ab 0
+    python -m bench.ab_test                       # 200 A/A, 40 A/B and 40 power tests (~8 minutes)
+    python -m bench.ab_test --aa 400 --ab 0 --power 0
+    python -m bench.ab_test --aa 0 --ab 0 --power 100 --power-share 0.1
 
 A/A: the myopic Oracle against itself; the share of tests each rule declares significant is its false-positive
 rate (the mSPRT checked daily must stay at alpha, plus Monte Carlo error; the z-test checked daily shows why it
 is needed).  A/B: LinGreedy trained for 20,000 steps on the shop (control) against the Oracle (treatment): the
 share of tests that reach significance (power), the decision day, and how often each test's 95% interval
-contains the true lift (estimated as the mean lift over all the A/B tests).  The fixed-horizon test is sized from a
-pilot run of the control (its outcome spread).  Results: ``bench/results/ab_test_{aa,ab}.csv``.
+contains the true lift (estimated as the mean lift over all the A/B tests).  Power: the control against a
+treatment that follows the Oracle on a share of its steps and the control otherwise (``--power-share``,
+chosen so that the lift is near the effect the tests are sized for): the share of tests that reach
+significance at that lift.  The fixed-horizon test is sized from a pilot run of the control (its outcome
+spread).  Results: ``bench/results/ab_test_{aa,ab,power}.csv``.
 """
 
 from __future__ import annotations
@@ -29,12 +33,28 @@ from pipeline.sessions.agents import OracleAgent, PolicyAgent
 from pipeline.sessions.environment import shop_session_env
 
 
+class MixtureAgent:
+    """Acts as ``better`` on a share of the steps (drawn from the environment's generator) and as ``base``
+    otherwise: a treatment whose lift over ``base`` is a fraction of ``better``'s."""
+
+    def __init__(self, base, better, share: float):
+        self.name, self.base, self.better, self.share = f"mixture-{share:g}", base, better, share
+
+    def act(self, observation, env) -> int:
+        chosen = self.better if env.unwrapped.np_random.random() < self.share else self.base
+        return chosen.act(observation, env)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--aa", type=int, default=200, help="A/A tests")
     parser.add_argument("--ab", type=int, default=40, help="A/B tests")
     parser.add_argument("--users", type=int, default=400, help="users per test, both arms")
     parser.add_argument("--effect", type=float, default=0.5, help="lift the tests are sized for (clicks per user)")
+    parser.add_argument("--power", type=int, default=40, help="tests of the control against the mixture")
+    parser.add_argument("--power-share", type=float, default=0.25,
+                        help="the mixture's share of Oracle steps (0.25: a lift of 0.58 clicks per user, near the 0.5 "
+                             "the tests are sized for; 0.15: 0.30)")
     parser.add_argument("--seed", type=int, default=0, help="the shop")
     parser.add_argument("--output", type=Path, default=Path("bench/results"))
     args = parser.parse_args()
@@ -52,12 +72,15 @@ def main() -> None:
     print(f"pilot: outcome sd {pilot['outcome'].std():.3f}; fixed horizon sized at {planned} users per arm")
     args.output.mkdir(parents=True, exist_ok=True)
     report = {"planned_per_arm": planned, "users_per_test": args.users, "effect": args.effect}
-    for kind, count, arms in (("aa", args.aa, (oracle, oracle)), ("ab", args.ab, (control, oracle))):
+    mixture = MixtureAgent(control, oracle, args.power_share)
+    for kind, count, arms in (("aa", args.aa, (oracle, oracle)), ("ab", args.ab, (control, oracle)),
+                              ("power", args.power, (control, mixture))):
         if count == 0:
             continue
         rows = []
         for test in range(count):
-            result = simulate(shop, sessions, *arms, settings, planned, seed=1_000 * (kind == "ab") + test)
+            result = simulate(shop, sessions, *arms, settings, planned,
+                              seed={"aa": 0, "ab": 1_000, "power": 2_000}[kind] + test)
             rows.append({key: value for key, value in result.items() if key != "daily"})
         table = pd.DataFrame(rows)
         table.to_csv(args.output / f"ab_test_{kind}.csv", index=False)
@@ -66,13 +89,13 @@ def main() -> None:
             share = table[rule].mean()
             report[f"{kind}_{rule}"] = round(float(share), 4)
             report[f"{kind}_{rule}_mc_error"] = round(float(np.sqrt(max(share * (1 - share), 1e-12) / n)), 4)
-        if kind == "ab":
+        if kind in ("ab", "power"):
             true_lift = float((table["treatment_mean"] - table["control_mean"]).mean())
-            report["ab_true_lift_estimate"] = round(true_lift, 4)
-            report["ab_interval_contains_mean_lift"] = float(((table["lift_low"] <= true_lift)
-                                                              & (true_lift <= table["lift_high"])).mean())
-            report["ab_median_decision_day"] = float(table["decision_day"].median())
-            report["ab_median_fixed_day"] = float(table["fixed_day"].median())
+            report[f"{kind}_true_lift_estimate"] = round(true_lift, 4)
+            report[f"{kind}_interval_contains_mean_lift"] = float(((table["lift_low"] <= true_lift)
+                                                                   & (true_lift <= table["lift_high"])).mean())
+            report[f"{kind}_median_decision_day"] = float(table["decision_day"].median())
+            report[f"{kind}_median_fixed_day"] = float(table["fixed_day"].median())
         print(json.dumps({k: v for k, v in report.items() if k.startswith(kind)}), flush=True)
     report["minutes"] = round((time.perf_counter() - started) / 60, 1)
     print(json.dumps(report))
