@@ -28,7 +28,7 @@ import pandas as pd
 from pipeline.config import SessionConfig, SyntheticConfig
 from pipeline.data.synthetic import generate
 from pipeline.policies import make_policy_spec
-from pipeline.sessions.ab_test import ABSettings, planned_users_per_arm, simulate, user_outcomes
+from pipeline.sessions.ab_test import ABSettings, offline_lift, planned_users_per_arm, simulate, user_outcomes
 from pipeline.sessions.agents import OracleAgent, PolicyAgent
 from pipeline.sessions.environment import shop_session_env
 
@@ -55,6 +55,8 @@ def main() -> None:
     parser.add_argument("--power-share", type=float, default=0.25,
                         help="the mixture's share of Oracle steps (0.25: a lift of 0.58 clicks per user, near the 0.5 "
                              "the tests are sized for; 0.15: 0.30)")
+    parser.add_argument("--log-steps", type=int, default=30_000,
+                        help="uniformly random steps logged for the offline prediction of each lift")
     parser.add_argument("--seed", type=int, default=0, help="the shop")
     parser.add_argument("--output", type=Path, default=Path("bench/results"))
     args = parser.parse_args()
@@ -91,6 +93,15 @@ def main() -> None:
             report[f"{kind}_{rule}_mc_error"] = round(float(np.sqrt(max(share * (1 - share), 1e-12) / n)), 4)
         if kind in ("ab", "power"):
             true_lift = float((table["treatment_mean"] - table["control_mean"]).mean())
+            predicted = offline_lift(shop, sessions, *arms, args.log_steps, float(pilot["steps"].mean()), args.seed)
+            report.update({f"{kind}_{key}": round(value, 4) for key, value in predicted.items()})
+            report[f"{kind}_prediction_interval_contains_true_lift"] = bool(
+                predicted["predicted_low"] <= true_lift <= predicted["predicted_high"])
+            test_se = (table["lift_high"] - table["lift_low"]) / (2 * 1.959964)
+            # a test's lift varies around the true one by its own error too: widen the prediction's by it
+            half = 1.959964 * np.sqrt(predicted["predicted_se"] ** 2 + test_se ** 2)
+            report[f"{kind}_tests_inside_prediction"] = float(
+                (abs(table["lift"] - predicted["predicted_lift"]) <= half).mean())
             report[f"{kind}_true_lift_estimate"] = round(true_lift, 4)
             report[f"{kind}_interval_contains_mean_lift"] = float(((table["lift_low"] <= true_lift)
                                                                    & (true_lift <= table["lift_high"])).mean())

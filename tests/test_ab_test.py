@@ -74,3 +74,20 @@ def test_a_simulated_test_on_the_shop_finds_the_oracle_better_than_a_random_poli
     assert daily["p_always_valid"].is_monotonic_decreasing
     assert result["treatment_mean"] > result["control_mean"] and result["lift_low"] > 0
     assert result["sequential_significant"] and result["decision_day"] <= daily["day"].iloc[-1]
+
+
+def test_offline_prediction_of_the_lift_is_paired_and_knows_when_policies_are_equal():
+    from pipeline.sessions.ab_test import offline_lift
+
+    shop = generate(SyntheticConfig(n_users=200, n_items=30, n_events=300), 4)
+
+    class RandomAgent:
+        def act(self, observation, env):
+            return int(env.np_random.integers(env.action_space.n))
+
+    oracle = OracleAgent()
+    same = offline_lift(shop, SessionConfig(), oracle, oracle, steps=2_000, steps_per_user=4.0, seed=0)
+    assert same["predicted_lift"] == 0 and same["predicted_low"] == same["predicted_high"] == 0
+    better = offline_lift(shop, SessionConfig(dynamics=False), RandomAgent(), oracle, steps=4_000,
+                          steps_per_user=4.0, seed=0)
+    assert better["predicted_low"] > 0  # the Oracle's clicks per step are far above a random item's
