@@ -164,10 +164,35 @@ def run(config, quiet: bool) -> int:
             if outcome.simulation_summary["seed"].nunique() == 1 else outcome.simulation_summary
         print(f"\nOnline simulation ({config.simulation.steps} steps, {config.simulation.scenario}; simulation.csv):")
         print(sim.to_string(float_format="{:.3f}".format))
+    if config.simulation.session_comparison.enabled:
+        _print_sessions(outcome.path)
     for note in outcome.notes:
         print(f"note: {note}")
     print(f"\nfinished in {outcome.timings['total']:.1f} s")
     return 0
+
+
+def _print_sessions(run: Path) -> None:
+    import pandas as pd
+
+    from pipeline import layout
+
+    summary = pd.read_parquet(run / f"{layout.SESSIONS_SUMMARY}.parquet").set_index("agent")
+    shown = pd.DataFrame({
+        "return / session [95%]": [f"{r.return_per_session:.3f} [{r.return_per_session_low:.3f}, "
+                                    f"{r.return_per_session_high:.3f}]" for r in summary.itertuples()],
+        f"minus {summary['best_bandit'].iloc[0]} [95%]": [
+            f"{r.minus_best_bandit:+.3f} [{r.minus_best_bandit_low:+.3f}, {r.minus_best_bandit_high:+.3f}]"
+            for r in summary.itertuples()],
+        "return visits / user": summary["return_visits_per_user"].round(3).to_numpy()}, index=summary.index)
+    print("\nSessions (sessions_summary.csv): frozen agents on calendars they did not train on, mean over the "
+          "reporting seeds, differences paired by seed:")
+    print(shown.to_string())
+    if (run / f"{layout.AB_SUMMARY}.parquet").exists():
+        ab = pd.read_parquet(run / f"{layout.AB_SUMMARY}.parquet").set_index("kind")
+        print("\nSimulated A/B tests (ab_summary.csv): share of tests each rule called significant:")
+        print(ab[["tests", "mean_lift", "sequential_significant", "fixed_significant", "naive_daily_significant",
+                  "median_decision_day"]].to_string(float_format="{:.3f}".format))
 
 
 def internal_error(output_dir: Path | None) -> int:
