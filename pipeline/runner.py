@@ -154,9 +154,9 @@ def _write_sessions(run_dir: RunDirectory, tables: dict[str, pd.DataFrame]) -> N
     for name, frame in tables.items():  # the stage's names are the layout's
         run_dir.write_table(name, frame)
     if layout.AB_TESTS in tables:
-        from pipeline.sessions.stage import ab_summary
+        from pipeline.sessions.ab_test import summarise
 
-        run_dir.write_table(layout.AB_SUMMARY, ab_summary(tables[layout.AB_TESTS]))
+        run_dir.write_table(layout.AB_SUMMARY, summarise(tables[layout.AB_TESTS]))
 
 
 def _write_decision(run_dir: RunDirectory, tables: _Tables, config: PipelineConfig, metrics: pd.DataFrame,

@@ -91,3 +91,20 @@ def test_offline_prediction_of_the_lift_is_paired_and_knows_when_policies_are_eq
     better = offline_lift(shop, SessionConfig(dynamics=False), RandomAgent(), oracle, steps=4_000,
                           steps_per_user=4.0, seed=0)
     assert better["predicted_low"] > 0  # the Oracle's clicks per step are far above a random item's
+
+
+def test_summary_counts_each_rule_and_covers_the_right_lift():
+    from pipeline.sessions.ab_test import summarise
+
+    tests = pd.DataFrame({"kind": ["aa"] * 4 + ["ab"] * 2, "lift": [0.1, -0.2, 0.3, 0.0, 1.0, 2.0],
+                          "lift_low": [-0.1, -0.5, 0.05, -0.2, 0.2, 1.6], "lift_high": [0.3, 0.1, 0.6, 0.2, 1.8, 2.4],
+                          "decision_day": [np.nan, np.nan, 5.0, np.nan, 3.0, 7.0], "fixed_day": [9.0] * 6,
+                          "sequential_significant": [False, False, True, False, True, True],
+                          "fixed_significant": [False] * 4 + [True, False],
+                          "naive_daily_significant": [True, False, True, False, True, True]})
+    table = summarise(tests).set_index("kind")
+    assert table.loc["aa", "mean_lift"] == 0 and table.loc["aa", "interval_covers"] == 0.75  # 0.05..0.6 misses 0
+    assert table.loc["aa", "sequential_significant"] == 0.25
+    assert table.loc["aa", "sequential_significant_se"] == pytest.approx(np.sqrt(0.25 * 0.75 / 4))
+    assert table.loc["ab", "mean_lift"] == 1.5 and table.loc["ab", "interval_covers"] == 0.5  # 1.6..2.4 misses
+    assert table.loc["ab", "median_decision_day"] == 5.0 and table.loc["aa", "median_decision_day"] == 5.0

@@ -11,7 +11,8 @@ Any number of replicas (``--workers N`` processes, on any number of machines) se
   of the feedback stream, durably, before the reply.  Nothing here learns: ``trainer.py`` does.
 
 Only LinUCB, LinGreedy and LinTS have a state a trainer can publish in closed form (``A`` and ``b`` per arm,
-from which a replica solves ``A^-1`` and ``beta``; seed 004 publishes ``A^-1`` and ``b``); every other policy is refused here and served by the laptop mode (``inline.py``).
+from which a replica solves ``A^-1`` and ``beta``; seed 004 publishes ``A^-1`` and ``b``); every other policy
+is refused here and served by the laptop mode (``inline.py``).
 """
 
 import asyncio

@@ -82,18 +82,28 @@ def user_outcomes(shop: Dataset, sessions: SessionConfig, agent, users: pd.DataF
     enrolled, outcome, steps = {}, {}, {}
     for record in online_loop(agent, env, steps=10 ** 9, learn=False, seed=seed):
         info = record["info"]
-        if info["period"] > 0:  # the calendar is over
-            break
         user = info["user_id"]
         first = enrolled.setdefault(user, info["day"])
         if info["day"] < first + settings.window_days:
             outcome[user] = outcome.get(user, 0.0) + record["reward"]
             steps[user] = steps.get(user, 0) + 1
+        if record["done"] and env.calendar_over:
+            break
     table = pd.DataFrame({"user_id": list(enrolled), "enrolled": list(enrolled.values())})
     table["outcome"] = table["user_id"].map(outcome).fillna(0.0)
     table["steps"] = table["user_id"].map(steps).fillna(0).astype(int)
     table["known_on"] = table["enrolled"] + settings.window_days
     return table
+
+
+def plan_fixed_horizon(shop: Dataset, sessions: SessionConfig, control, settings: ABSettings,
+                       seed: int) -> tuple[int, pd.DataFrame]:
+    """Users per arm for the fixed-horizon test, from a pilot run of the control on ``settings.users`` users of
+    the shop (its outcome spread); and the pilot's table (its steps per user scale the offline prediction)."""
+    users = shop.users.sample(min(settings.users, len(shop.users)), random_state=seed)
+    pilot = user_outcomes(shop, sessions, control, users, settings, seed=99_999)
+    sigma = max(float(pilot["outcome"].std()), 1e-9)
+    return planned_users_per_arm(sigma, settings.effect, settings.alpha, settings.power), pilot
 
 
 def analyse(control: pd.DataFrame, treatment: pd.DataFrame, settings: ABSettings, planned: int) -> dict:
@@ -157,6 +167,25 @@ def offline_lift(shop: Dataset, sessions: SessionConfig, control, treatment, ste
     return {"predicted_lift": per_step * steps_per_user, "predicted_low": per_step * steps_per_user - half,
             "predicted_high": per_step * steps_per_user + half, "predicted_se": se * steps_per_user,
             "logged_steps": steps, "steps_per_user": steps_per_user}
+
+
+def summarise(tests: pd.DataFrame) -> pd.DataFrame:
+    """Per ``kind`` of test: how often each rule declared significance (with its Monte Carlo standard error),
+    the median decision and fixed-horizon days, and how often the 95% interval covered the true lift (0 for
+    A/A tests, else estimated by the mean lift over the tests)."""
+    rows = []
+    for kind, group in tests.groupby("kind", sort=False):
+        mean_lift = 0.0 if kind == "aa" else float(group["lift"].mean())
+        row = {"kind": kind, "tests": len(group), "mean_lift": mean_lift,
+               "interval_covers": float(((group["lift_low"] <= mean_lift) & (mean_lift <= group["lift_high"])).mean())}
+        for day in ("decision_day", "fixed_day"):  # among the tests that reached one
+            row[f"median_{day}"] = float(group[day].median()) if group[day].notna().any() else np.nan
+        for rule in ("sequential_significant", "fixed_significant", "naive_daily_significant"):
+            share = float(group[rule].mean())
+            row[rule] = share
+            row[f"{rule}_se"] = float(np.sqrt(share * (1 - share) / len(group)))
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def simulate(shop: Dataset, sessions: SessionConfig, control, treatment, settings: ABSettings, planned: int,

@@ -50,12 +50,8 @@ def evaluate(agent, env, seed: int) -> pd.DataFrame:
     """One whole calendar of visits, the agent frozen: one row per session."""
     rows, shown, history = [], [], defaultdict(set)
     total = clicks = 0.0
-    first_period = None
     for record in online_loop(agent, env, steps=10 ** 9, learn=False, seed=seed):
         info = record["info"]
-        first_period = info["period"] if first_period is None else first_period
-        if info["period"] != first_period:  # the calendar is over (its last session was the previous one)
-            break
         shown.append(record["action"])
         total += record["reward"]
         clicks += info["click"]
@@ -68,7 +64,7 @@ def evaluate(agent, env, seed: int) -> pd.DataFrame:
                          "length": len(shown), "clicks": clicks, "diversity": len(set(categories)) / len(shown),
                          "novelty": novel / len(shown), "final_satisfaction": info["satisfaction"]})
             shown, total, clicks = [], 0.0, 0.0
-            if env.unwrapped._calendar == [] or env.unwrapped._calendar[0][0] >= env.unwrapped.config.days:
+            if env.unwrapped.calendar_over:
                 break
     return pd.DataFrame(rows)
 

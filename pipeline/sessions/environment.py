@@ -73,7 +73,7 @@ class ShopSessionEnv(gymnasium.Env):
         super().reset(seed=seed)
         if seed is not None:  # a seeded reset starts afresh: same seed, same visits
             self._calendar, self.period, self._order = [], -1, 0
-        if not self._calendar or self._calendar[0][0] >= self.config.days:
+        if self.calendar_over:
             self._new_calendar()
         self.day, _, self.user = heapq.heappop(self._calendar)
         self.visits[self.user] += 1
@@ -89,6 +89,11 @@ class ShopSessionEnv(gymnasium.Env):
                                             np.eye(len(DAYPARTS))[self.event["daypart"]],
                                             [float(self.event["is_weekend"])]])
         return self._observation(), self._info()
+
+    @property
+    def calendar_over(self) -> bool:
+        """No visit is left in this calendar (returns included): the next ``reset`` starts a new one."""
+        return not self._calendar or self._calendar[0][0] >= self.config.days
 
     def _new_calendar(self) -> None:
         """A cohort's first visits, one per user on a uniformly random day (returns are added as visits end)."""

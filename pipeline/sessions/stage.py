@@ -3,19 +3,19 @@
 
 Tables (in the run directory): ``sessions_summary`` (per agent, over the reporting seeds, with intervals and the
 paired differences), ``sessions_per_seed``, ``sessions_curves`` (training episodes' returns),
-``ab_tests`` (one row per simulated test, ``kind`` ab or aa) and ``ab_daily`` (day by day, every test).
+``ab_tests`` (one row per simulated test, ``kind`` ab or aa), ``ab_daily`` (day by day, every test) and
+``ab_summary`` (``ab_test.summarise``, written by the runner).
 """
 
 from __future__ import annotations
 
 import logging
 
-import numpy as np
 import pandas as pd
 
 from pipeline.config import PipelineConfig
 from pipeline.policies import PolicySpec
-from pipeline.sessions.ab_test import ABSettings, planned_users_per_arm, simulate, user_outcomes
+from pipeline.sessions.ab_test import ABSettings, plan_fixed_horizon, simulate
 from pipeline.sessions.compare import ComparisonSettings, compare
 
 log = logging.getLogger(__name__)
@@ -43,9 +43,7 @@ def run_sessions(config: PipelineConfig, policies: list[PolicySpec]) -> dict[str
     agents, shop = result["agents"], result["shop"]
     ab_settings = ABSettings(users=ab.users, enrollment_days=ab.enrollment_days, window_days=ab.window_days,
                              alpha=ab.alpha, power=ab.power, effect=ab.effect)
-    pilot_users = shop.users.sample(min(ab.users, len(shop.users)), random_state=config.seed)
-    pilot = user_outcomes(shop, sessions, agents[control], pilot_users, ab_settings, seed=99_999)
-    planned = planned_users_per_arm(max(float(pilot["outcome"].std()), 1e-9), ab.effect, ab.alpha, ab.power)
+    planned, _ = plan_fixed_horizon(shop, sessions, agents[control], ab_settings, config.seed)
     rows, daily = [], []
     for kind, count, arms in (("ab", ab.tests, (control, treatment)), ("aa", ab.aa_tests, (control, control))):
         for test in range(count):
@@ -59,22 +57,3 @@ def run_sessions(config: PipelineConfig, policies: list[PolicySpec]) -> dict[str
     tables["ab_tests"] = pd.DataFrame(rows).astype({"decision_day": float, "fixed_day": float})
     tables["ab_daily"] = pd.concat(daily, ignore_index=True)
     return tables
-
-
-def ab_summary(tests: pd.DataFrame) -> pd.DataFrame:
-    """Per kind: how often each rule declared significance (with its Monte Carlo standard error), the median
-    decision day, and how often the 95% interval covered the mean lift over the tests."""
-    rows = []
-    for kind, group in tests.groupby("kind", sort=False):
-        mean_lift = float(group["lift"].mean()) if kind == "ab" else 0.0
-        row = {"kind": kind, "tests": len(group), "mean_lift": mean_lift,
-               # among the tests that reached a decision
-               "median_decision_day": float(group["decision_day"].median()) if group["decision_day"].notna().any()
-               else np.nan,
-               "interval_covers": float(((group["lift_low"] <= mean_lift) & (mean_lift <= group["lift_high"])).mean())}
-        for rule in ("sequential_significant", "fixed_significant", "naive_daily_significant"):
-            share = float(group[rule].mean())
-            row[rule] = share
-            row[f"{rule}_se"] = float(np.sqrt(share * (1 - share) / len(group)))
-        rows.append(row)
-    return pd.DataFrame(rows)
