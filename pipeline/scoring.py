@@ -201,10 +201,11 @@ def top_k(expectations: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     n_arms = expectations.shape[1]
     k = min(k, n_arms)
     width = min(k + 1, n_arms)
+    rows = np.arange(len(expectations))[:, None]  # indexing by rows: take_along_axis cost 10 us a call (serving)
     best = np.argpartition(expectations, n_arms - width, axis=1)[:, n_arms - width:]
-    values = np.take_along_axis(expectations, best, axis=1)
+    values = expectations[rows, best]
     order = np.argsort(-values, axis=1, kind="stable")
-    best, values = np.take_along_axis(best, order, axis=1), expit(np.take_along_axis(values, order, axis=1))
+    best, values = best[rows, order], expit(values[rows, order])
     tied = (values[:, 1:] == values[:, :-1]).any(axis=1) | np.isnan(values).any(axis=1)
     if tied.any():
         full = expit(expectations[tied])

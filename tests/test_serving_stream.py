@@ -47,6 +47,16 @@ def _stream(redis_url, key):
     return redis.Redis.from_url(redis_url).xrange(key)
 
 
+def _logged(redis_url, namespace, request_id, timeout=5.0):
+    """The served-log entry of ``request_id`` (``<replica tag>-<entry id>``), once its replica has appended it."""
+    tag, entry = request_id.split("-", 1)
+    client, deadline = redis.Redis.from_url(redis_url), time.monotonic() + timeout
+    while not (found := client.xrange(StreamKeys(namespace).served(tag), entry, entry)):
+        assert time.monotonic() < deadline, f"{request_id} was not appended to the served log in {timeout} s"
+        time.sleep(0.01)
+    return found[0]
+
+
 def test_replica_serves_the_run_model_and_logs_every_response(replica, run_dir, redis_url):
     client, namespace = replica
     answer = client.post("/recommend", json={"context": CONTEXT, "k": 5}).json()
@@ -55,8 +65,7 @@ def test_replica_serves_the_run_model_and_logs_every_response(replica, run_dir, 
     assert [row["item_id"] for row in answer["items"]] == list(items)
     np.testing.assert_allclose([row["score"] for row in answer["items"]], scores)
     assert [row["propensity"] for row in answer["items"]] == [1.0] * 5  # no exploration: the policy's list, surely
-    (entry_id, fields), = _stream(redis_url, StreamKeys(namespace).served)
-    assert entry_id.decode() == answer["request_id"]
+    entry_id, fields = _logged(redis_url, namespace, answer["request_id"])
     assert json.loads(fields[b"context"]) == CONTEXT
     assert fields[b"items"].decode().split("\t")[1:-1] == [str(item) for item in items]
     assert fields[b"version"].decode() == answer["model_version"] and answer["model_version"].endswith("@p0:run")
@@ -67,10 +76,16 @@ def test_feedback_is_accepted_once_for_an_item_the_request_showed(replica, redis
     answer = client.post("/recommend", json={"context": CONTEXT, "k": 3}).json()
     request_id, shown = answer["request_id"], [row["item_id"] for row in answer["items"]]
     other = next(item for item in range(1, 26) if item not in shown)
+    tag, millis, _ = request_id.split("-")
+    _logged(redis_url, namespace, request_id)
     refusals = [({"request_id": request_id, "item_id": other, "reward": 1}, 422, "not in the list"),
                 ({"request_id": request_id, "item_id": 999, "reward": 1}, 404, "not one of the policy's"),
                 ({"request_id": "99999999999999-0", "item_id": shown[0], "reward": 1}, 404, "not issued"),
-                ({"request_id": "1-0", "item_id": shown[0], "reward": 1}, 404, "older than the feedback window"),
+                # an id this replica could issue, before its newest entry, and after it (never logged: refused
+                # once the replica has waited for it)
+                ({"request_id": f"{tag}-{int(millis) - 1}-0", "item_id": shown[0], "reward": 1}, 404, "not issued"),
+                ({"request_id": f"{tag}-{int(millis) + 1}-0", "item_id": shown[0], "reward": 1}, 404, "not issued"),
+                ({"request_id": f"{tag}-1-0", "item_id": shown[0], "reward": 1}, 404, "older than the feedback window"),
                 ({"request_id": "not an id", "item_id": shown[0], "reward": 1}, 422, None),
                 ({"context": CONTEXT, "item_id": shown[0], "reward": 1}, 422, None)]
     for body, status, message in refusals:
@@ -97,6 +112,60 @@ def test_a_request_served_by_one_replica_takes_feedback_at_another(run_dir, redi
         body = {"request_id": answer["request_id"], "item_id": answer["items"][0]["item_id"], "reward": 1}
         assert second.post("/feedback", json=body).status_code == 200
         assert first.post("/feedback", json=body).status_code == 409
+
+
+def test_feedback_that_arrives_before_its_response_is_logged_waits_for_it(replica, redis_url):
+    """Replicas append a response just after returning it: feedback on one not yet in the log is retried until
+    it is (here held back 0.1 s), then accepted once."""
+    client, namespace = replica
+    log = client.app.state.replica.served_log
+    log.sender = "held"  # a stand-in for a batch in flight: nothing is sent until it is cleared
+    answer = client.post("/recommend", json={"context": CONTEXT, "k": 2}).json()
+    body = {"request_id": answer["request_id"], "item_id": answer["items"][0]["item_id"], "reward": 1}
+    result = {}
+    feedback = threading.Thread(target=lambda: result.update(response=client.post("/feedback", json=body)))
+    feedback.start()
+    time.sleep(0.1)
+    assert feedback.is_alive() and len(log.waiting) == 1  # still waiting for the log
+    log.sender = None
+    assert client.portal.call(log.drain, 5.0)
+    feedback.join(timeout=10)
+    assert result["response"].status_code == 200
+    assert len(_stream(redis_url, StreamKeys(namespace).feedback(0))) == 1
+
+
+def test_a_redis_outage_holds_served_responses_until_it_is_back(run_dir, tmp_path):
+    """Redis down: responses are still served and held (up to the limit, then 503), appended in order once Redis
+    is back, and their feedback is accepted."""
+    folder = tmp_path / "redis"
+    folder.mkdir()
+    server, url = start_redis(folder)
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    namespace = _namespace()
+    try:
+        with TestClient(create_app(run_dir, "LinUCB", url, namespace=namespace)) as client:
+            log = client.app.state.replica.served_log
+            log.max_unlogged = 2
+            first = client.post("/recommend", json={"context": CONTEXT, "k": 2}).json()
+            assert client.portal.call(log.drain, 5.0)
+            server.kill()
+            server.wait(timeout=10)
+            held = [client.post("/recommend", json={"context": {**CONTEXT, "age": age}, "k": 2}) for age in (30, 31)]
+            assert [r.status_code for r in held] == [200, 200]
+            full = client.post("/recommend", json={"context": CONTEXT, "k": 2})
+            assert full.status_code == 503 and "served log" in full.json()["detail"]
+            assert client.get("/health").json()["served_log_backlog"] == 2
+            server, _ = start_redis(folder, port)
+            assert client.portal.call(log.drain, 10.0)
+            for answer in [first] + [r.json() for r in held]:
+                body = {"request_id": answer["request_id"], "item_id": answer["items"][1]["item_id"], "reward": 1}
+                assert client.post("/feedback", json=body).status_code == 200
+            entries = [entry for entry, _ in redis.Redis.from_url(url).xrange(StreamKeys(namespace).served(log.tag))]
+    finally:
+        server.kill()
+        server.wait(timeout=10)
+    assert [f"{log.tag}-{entry.decode()}" for entry in entries] == [first["request_id"]] + [
+        r.json()["request_id"] for r in held]
 
 
 def test_exploration_propensities_are_the_closed_forms_in_every_response(run_dir, redis_url):
@@ -376,14 +445,18 @@ def test_published_parameters_reach_the_replica(run_dir, redis_url):
 
 
 def test_export_log_is_evaluable_bring_your_own_data(run_dir, redis_url, tmp_path, capsys):
-    """Served lists of 3 with exploration, exported: one row per shown item with the served propensities and
-    the feedback's rewards; the written config runs through the pipeline's data checks."""
+    """Served lists of 3 with exploration by two replicas, exported: one row per shown item, in time order,
+    with the served propensities and the feedback's rewards; the written config runs through the pipeline's
+    data checks."""
     namespace = _namespace()
     rng = np.random.default_rng(2)
     served = []
     with TestClient(create_app(run_dir, "LinUCB", redis_url, namespace=namespace, epsilon=0.5,
-                               explore_seed=4)) as client:
-        for step in range(30):
+                               explore_seed=4)) as first, \
+            TestClient(create_app(run_dir, "LinUCB", redis_url, namespace=namespace, epsilon=0.5,
+                                  explore_seed=5)) as second:
+        for step in range(30):  # two replicas in turn: two served logs, one export
+            client = (first, second)[step % 2]
             context = {**CONTEXT, "age": 18 + step}
             answer = client.post("/recommend", json={"context": context, "k": 3}).json()
             clicked = answer["items"][int(rng.integers(0, 3))]["item_id"] if step % 3 else None
@@ -397,6 +470,8 @@ def test_export_log_is_evaluable_bring_your_own_data(run_dir, redis_url, tmp_pat
     assert sorted(path.name for path in tmp_path.iterdir()) == ["served"]  # no partial folder left beside it
     rows = pd.read_csv(output / "interactions.csv")
     assert len(rows) == 90 and rows["response"].sum() == 20
+    assert set(rows["slate_id"]) == {answer["request_id"] for _, answer, _ in served}
+    assert pd.to_datetime(rows["timestamp"]).is_monotonic_increasing
     for context, answer, clicked in served:
         mine = rows[rows["slate_id"] == answer["request_id"]].sort_values("position")
         assert mine["item_id"].tolist() == [row["item_id"] for row in answer["items"]]

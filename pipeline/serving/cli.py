@@ -81,7 +81,8 @@ def add_commands(commands) -> None:
     serve.add_argument("--feedback-window", type=positive_float, default=3600.0,
                        help="Redis only: seconds after a response during which its feedback is accepted")
     serve.add_argument("--served-log-max", type=positive_int, default=1_000_000,
-                       help="Redis only: served responses kept for feedback and export (oldest dropped first)")
+                       help="Redis only: served responses each replica process keeps for feedback and export "
+                            "(oldest dropped first)")
     serve.add_argument("--batch-size", type=positive_int, default=32,
                        help="SQLite only: feedback events per partial_fit")
     serve.add_argument("--snapshot-every", type=positive_int, default=1000,

@@ -20,12 +20,18 @@ over ``draws`` lists drawn from the same posterior, the served one included (so 
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 
+@functools.lru_cache(maxsize=64)
 def falling_factorials(n: int, k: int) -> np.ndarray:
-    """``n (n-1) ... (n-j+1)`` for ``j = 1..k``: the number of ordered lists of ``j`` distinct items."""
-    return np.cumprod(np.arange(n, n - k, -1, dtype=float))
+    """``n (n-1) ... (n-j+1)`` for ``j = 1..k``: the number of ordered lists of ``j`` distinct items (read-only:
+    cached, since a replica asks for the same ``n``, ``k`` on every request)."""
+    values = np.cumprod(np.arange(n, n - k, -1, dtype=float))
+    values.flags.writeable = False
+    return values
 
 
 def explore(policy_lists: np.ndarray, n_items: int, epsilon: float,
@@ -38,8 +44,11 @@ def explore(policy_lists: np.ndarray, n_items: int, epsilon: float,
     """
     k = policy_lists.shape[1]
     shown = rng.choice(n_items, size=k, replace=False) if epsilon > 0 and rng.random() < epsilon else policy_lists[0]
-    matches = policy_lists == shown[None, :]
-    uniform = 1.0 / falling_factorials(n_items, k)
-    position = (1 - epsilon) * matches.mean(axis=0) + epsilon / n_items
-    cascade = (1 - epsilon) * np.cumprod(matches, axis=1).mean(axis=0) + epsilon * uniform
+    matches = policy_lists == shown
+    if len(policy_lists) == 1:  # a deterministic policy: the frequencies are the indicators themselves
+        position_share, prefix_share = matches[0], np.logical_and.accumulate(matches[0])
+    else:
+        position_share, prefix_share = matches.mean(axis=0), np.logical_and.accumulate(matches, axis=1).mean(axis=0)
+    position = (1 - epsilon) * position_share + epsilon / n_items
+    cascade = (1 - epsilon) * prefix_share + epsilon / falling_factorials(n_items, k)
     return shown, {"position": position.tolist(), "cascade": cascade.tolist(), "slate": float(cascade[-1])}

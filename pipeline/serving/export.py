@@ -25,6 +25,7 @@ from pipeline.config import load_config
 from pipeline.data.dataset import (CASCADE_PROPENSITY, ITEM_ID, POSITION, PROPENSITY, RESPONSE, SLATE_ID,
                                    SLATE_PROPENSITY, TIMESTAMP, USER_ID)
 from pipeline.errors import ConfigError
+from pipeline.serving.served_log import served_logs
 from pipeline.serving.streams import ITEM_SEPARATOR, StreamKeys, decoded, ensure_partitions
 
 CHUNK = 10_000  # stream entries per read
@@ -38,21 +39,29 @@ def _entries(client, stream: str):
         after = "(" + chunk[-1][0].decode()
 
 
+def _responses(client, keys: StreamKeys):
+    """(request id, time issued, fields) of every response in every replica's served log."""
+    for stream in served_logs(client, keys):
+        tag = stream.rsplit(":", 1)[1]
+        for entry_id, fields in _entries(client, stream):
+            entry_id = entry_id.decode()
+            yield f"{tag}-{entry_id}", pd.Timestamp(int(entry_id.split("-")[0]), unit="ms"), decoded(fields)
+
+
 def served_rows(client, keys: StreamKeys) -> pd.DataFrame:
-    """One row per (response, shown item) with its context, rewards joined from every feedback partition; built
-    a chunk of responses at a time (a million responses as Python dicts at once would not fit in memory)."""
+    """One row per (response, shown item) with its context, rewards joined from every feedback partition, from
+    every replica's served log, in time order; built a chunk of responses at a time (a million responses as
+    Python dicts at once would not fit in memory)."""
     rewards: dict[tuple[str, str], float] = {}
     for p in range(ensure_partitions(client, keys, None, create=False)):
         for _, fields in _entries(client, keys.feedback(p)):
             fields = decoded(fields)
             rewards[(fields["request_id"], fields["item"])] = float(fields["reward"])
     frames, rows = [], []
-    for entry_id, fields in _entries(client, keys.served):
-        request_id, fields = entry_id.decode(), decoded(fields)
+    for request_id, issued, fields in _responses(client, keys):
         items = fields["items"].strip(ITEM_SEPARATOR).split(ITEM_SEPARATOR)
         propensities = json.loads(fields["propensities"])
         context = json.loads(fields["context"])
-        issued = pd.Timestamp(int(request_id.split("-")[0]), unit="ms")
         for position, item in enumerate(items):
             rows.append({**context, USER_ID: request_id, ITEM_ID: item, RESPONSE: rewards.get((request_id, item), 0.0),
                          TIMESTAMP: issued, POSITION: position + 1, SLATE_ID: request_id,
@@ -62,7 +71,8 @@ def served_rows(client, keys: StreamKeys) -> pd.DataFrame:
             frames.append(pd.DataFrame(rows))
             rows = []
     frames.append(pd.DataFrame(rows))
-    return pd.concat(frames, ignore_index=True)
+    table = pd.concat(frames, ignore_index=True)
+    return table.sort_values([TIMESTAMP, SLATE_ID, POSITION], kind="stable", ignore_index=True) if len(table) else table
 
 
 def export_served_log(run_dir: Path, policy: str, url: str, namespace: str, output: Path) -> str:

@@ -6,7 +6,8 @@ Any number of replicas (``--workers N`` processes, on any number of machines) se
   loaded and the stacked scorer rebuilt in a worker thread, then swapped in by one reference assignment, so a
   request sees one consistent model and never waits for a rebuild;
 - ``/recommend`` scores the context against every item (``LinearScorer``), explores with ``epsilon``
-  (``exploration.py``), appends the response to ``{ns}:served`` and returns that entry's id as the request id;
+  (``exploration.py``) and returns the list; the response goes to the replica's served log just after
+  (``served_log.py``: why after, and what that changes);
 - ``/feedback`` runs the acceptance script of ``streams.py``: the event is appended to its item's partition
   of the feedback stream, durably, before the reply.  Nothing here learns: ``trainer.py`` does.
 
@@ -37,12 +38,14 @@ from pipeline.serving.app import (FEEDBACK_INVALID, INVALID, TOO_LARGE, UNAVAILA
                                   HealthResponse, Metrics, RecommendResponse, excerpt, request_models, service_app)
 from pipeline.serving.exploration import explore
 from pipeline.serving.policy import ServedPolicy, item_key
+from pipeline.serving.served_log import PENDING_RETRIES, ServedLog, ServedLogFull, served_entry, split_request_id
 from pipeline.serving.streams import (FEEDBACK_SCRIPT, PartitionStatistics, StreamKeys, ensure_partitions,
-                                      partition_of, ridge_solution, served_entry, unpack_statistics)
+                                      partition_of, ridge_solution, unpack_statistics)
 
 STREAM_POLICIES = ("LinUCB", "LinGreedy", "LinTS")
 FEEDBACK_REFUSALS = {
-    "unknown": (404, "request_id {request} was not issued by this service, or has left the served log"),
+    "unknown": (404, "request_id {request} was not issued by this service, or has left the served log (or its "
+                    "replica stopped before logging it)"),
     "expired": (404, "request_id {request} is older than the feedback window ({window} s)"),
     "not-shown": (422, "item_id {item} was not in the list returned for this request_id"),
     "duplicate": (409, "feedback on item_id {item} for this request_id was already acknowledged"),
@@ -77,20 +80,22 @@ class Replica:
         self.row_of = {key: row for row, key in enumerate(self.arm_keys)}
         self.keys = StreamKeys(namespace)
         self.url, self.window_ms = url, int(feedback_window * 1000)
-        self.served_log_max, self.draws, self.refresh_every = served_log_max, propensity_draws, refresh_every
+        self.draws, self.refresh_every = propensity_draws, refresh_every
         # By default each process explores with its own stream of draws (replicas must not all explore alike); the
         # served log records every propensity, so evaluation never depends on replaying these draws.
         self.rng = np.random.default_rng(explore_seed if explore_seed is not None else [os.getpid(), time.time_ns()])
+        self.aio = redis.asyncio.Redis.from_url(url)
+        self.served_log = ServedLog(self.aio, self.keys, served_log_max)
         try:
             client = redis.Redis.from_url(url)
             self.partitions = ensure_partitions(client, self.keys, partitions, create=True)
+            self.served_log.register(client)
             self.solved: dict[str, tuple[bytes, np.ndarray, np.ndarray]] = {}  # item -> (statistics, A^-1, beta)
             self.model = self._build({p: PartitionStatistics.from_hash(fields) for p in range(self.partitions)
                                       if (fields := client.hgetall(self.keys.params(p)))})
             client.close()
         except redis.RedisError as error:
             raise ConfigError(f"--store {url[:60]}: cannot reach Redis ({str(error)[:200]})") from None
-        self.aio = redis.asyncio.Redis.from_url(url)
         self.accept_feedback = self.aio.register_script(FEEDBACK_SCRIPT)
         self.counts = {"served": 0, "feedback": 0, "clicks": 0, "model_refreshes": 0}
 
@@ -164,20 +169,30 @@ class Replica:
         shown, propensities = explore(lists, len(self.arms), self.epsilon, self.rng)
         return model, shown, expit(expectations[0, shown]), propensities, None if bonus is None else bonus[0][shown]
 
-    async def log_served(self, context: dict, model: ServedModel, shown: np.ndarray, scores: np.ndarray,
-                         propensities: dict) -> str:
+    def log_served(self, context: dict, model: ServedModel, shown: np.ndarray, scores: np.ndarray,
+                   propensities: dict) -> str:
+        """Queue the response for the served log (``served_log.py``) and return its request id."""
         fields = served_entry(context, [self.arm_keys[row] for row in shown], scores.tolist(), propensities,
                               model.version, self.epsilon)
-        entry = await self.aio.xadd(self.keys.served, fields, maxlen=self.served_log_max, approximate=True)
+        request_id = self.served_log.append(fields)
         self.counts["served"] += 1
-        return entry.decode()
+        return request_id
 
     async def feedback(self, request_id: str, item: str, reward: int) -> str:
-        partition = partition_of(item, self.partitions)
-        keys = [self.keys.served, self.keys.feedback(partition), self.keys.given(request_id, item)]
-        answer = await self.accept_feedback(keys=keys, args=[request_id, item, reward, self.window_ms])
-        status = answer[0].decode()
+        issued = split_request_id(request_id)
+        status, answer = "unknown", None
+        if issued is not None:
+            partition = partition_of(item, self.partitions)
+            keys = [self.keys.served(issued[0]), self.keys.feedback(partition), self.keys.given(request_id, item)]
+            for pause in (*PENDING_RETRIES, None):  # "pending": the serving replica has not appended it yet
+                answer = await self.accept_feedback(keys=keys, args=[issued[1], request_id, item, reward,
+                                                                     self.window_ms])
+                status = answer[0].decode()
+                if status != "pending" or pause is None:
+                    break
+                await asyncio.sleep(pause)
         if status != "ok":
+            status = "unknown" if status == "pending" else status
             code, message = FEEDBACK_REFUSALS[status]
             raise HTTPException(code, message.format(request=excerpt(request_id), item=excerpt(item),
                                                      window=self.window_ms // 1000))
@@ -200,6 +215,8 @@ def create_replica_app(run_dir: Path, policy: str, url: str, namespace: str | No
         stop = asyncio.Event()
         refresher = asyncio.create_task(replica.refresh_forever(stop))
         yield
+        if not await replica.served_log.drain(timeout=10):
+            replica.served_log.abandon()
         stop.set()
         # Each step bounded (asyncio.wait, unlike wait_for, does not wait for a cancellation to finish): a stopping
         # replica must not hang whatever Redis does (one did, in CI, when its refresher was cancelled mid-command).
@@ -218,38 +235,43 @@ def create_replica_app(run_dir: Path, policy: str, url: str, namespace: str | No
         return JSONResponse({"detail": "the Redis store is unreachable; nothing was recorded or acknowledged, "
                                        "retry"}, status_code=503)
 
-    # Handlers return JSONResponse: FastAPI's jsonable_encoder on a returned dict cost 1.1 ms per recommend.
-    @app.get("/health", response_model=None, responses={200: {"model": HealthResponse}})
-    async def health() -> JSONResponse:
+    @app.exception_handler(ServedLogFull)
+    async def log_full(request, error) -> JSONResponse:
+        return JSONResponse({"detail": f"the served log cannot reach Redis ({replica.served_log.max_unlogged} "
+                                       "responses are waiting); nothing was served, retry"}, status_code=503)
+
+    # Responses go through their response models: FastAPI (0.165) validates and serialises them in pydantic's
+    # Rust core, as fast as returning a JSONResponse (measured); its older jsonable_encoder path cost 1.1 ms.
+    @app.get("/health", response_model=HealthResponse)
+    async def health() -> dict:
         model = replica.model
-        return JSONResponse({"status": "ok", "policy": served.policy, "items": n_items, "model_version": model.version,
+        return {"status": "ok", "policy": served.policy, "items": n_items, "model_version": model.version,
                 "epsilon": replica.epsilon, "partitions": replica.partitions,
                 "included_feedback": {str(p): params.last_id for p, params in model.partitions.items()},
-                "events_learnt": sum(params.applied for params in model.partitions.values())})
+                "events_learnt": sum(params.applied for params in model.partitions.values()),
+                "served_log_backlog": len(replica.served_log.waiting)}
 
-    @app.post("/recommend", response_model=None,
-              responses={200: {"model": RecommendResponse}, **TOO_LARGE, **INVALID, **UNAVAILABLE})
-    async def recommend(body: RecommendRequest) -> JSONResponse:  # type: ignore[valid-type]
+    @app.post("/recommend", response_model=RecommendResponse, responses={**TOO_LARGE, **INVALID, **UNAVAILABLE})
+    async def recommend(body: RecommendRequest) -> dict:  # type: ignore[valid-type]
         context = body.context.model_dump()
         k = body.k or served.recommender.top_k
         model, shown, scores, propensities, bonus = replica.rank(context, k)
-        request_id = await replica.log_served(context, model, shown, scores, propensities)
+        request_id = replica.log_served(context, model, shown, scores, propensities)
         items = served.item_rows([replica.arms[row] for row in shown], scores, bonus, propensities["position"])
         warnings = [f"{column}: {excerpt(context[column])} is {why}" for column, why in served.unusual(context)]
-        return JSONResponse({"request_id": request_id, "policy": served.policy, "model_version": model.version,
-                             "k": k, "items": items, "warnings": warnings})
+        return {"request_id": request_id, "policy": served.policy, "model_version": model.version, "k": k,
+                "items": items, "warnings": warnings}
 
-    @app.post("/feedback", response_model=None, responses={
-        200: {"model": FeedbackResponse},
+    @app.post("/feedback", response_model=FeedbackResponse, responses={
         404: {"model": ErrorResponse, "description": "unknown item_id, or request_id unknown or too old"},
         409: {"model": ErrorResponse, "description": "feedback on this item for this request_id was already given"},
         **TOO_LARGE, **UNAVAILABLE,
         **FEEDBACK_INVALID})
-    async def feedback(body: FeedbackRequest) -> JSONResponse:  # type: ignore[valid-type]
+    async def feedback(body: FeedbackRequest) -> dict:  # type: ignore[valid-type]
         if not served.knows(body.item_id):
             raise HTTPException(404, f"item_id {excerpt(body.item_id)} is not one of the policy's {n_items} items")
         feedback_id = await replica.feedback(body.request_id, item_key(body.item_id), int(body.reward))
-        return JSONResponse({"feedback_id": feedback_id, "acknowledged": True})
+        return {"feedback_id": feedback_id, "acknowledged": True}
 
     routes.update(route.path for route in app.routes)
     return app

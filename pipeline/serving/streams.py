@@ -3,8 +3,9 @@
 Keys, all under one hash tag ``{namespace}`` so a Redis Cluster keeps them on one node:
 
 - ``{ns}:meta`` (hash): the number of feedback partitions, fixed when the first replica starts;
-- ``{ns}:served`` (stream): every served response (context, shown list, scores, propensities, model version);
-  its entry id *is* the request id, so a replica answers feedback for a request another replica served;
+- ``{ns}:served:<tag>`` (stream, one per replica process, all listed in the set ``{ns}:served-logs``): every
+  response the replica served (context, shown list, scores, propensities, model version); the request id is
+  ``<tag>-<entry id>``, so a replica answers feedback for a request another replica served (``served_log.py``);
 - ``{ns}:feedback:<p>`` (stream, one per partition): acknowledged feedback, partitioned by item (as Flink keys
   by item), each event carrying the request's context and the version that served it;
 - ``{ns}:given:<request id>:<item>``: "feedback already given", expiring with the feedback window;
@@ -15,13 +16,13 @@ Keys, all under one hash tag ``{namespace}`` so a Redis Cluster keeps them on on
 
 Feedback is accepted by one Lua script (atomic in Redis): the request must exist and be younger than the
 window, the item must be one it showed, and no feedback on that item may have been given; then the event is
-appended.  With ``--appendonly yes --appendfsync always`` the append is on disk before Redis replies, so the
+appended.  A request newer than its served log's newest entry is ``pending`` (replicas append responses just
+after returning them): the replica asks again.  With ``--appendonly yes --appendfsync always`` the append is on disk before Redis replies, so the
 acknowledgement follows durability.
 """
 
 from __future__ import annotations
 
-import json
 import zlib
 from dataclasses import dataclass
 
@@ -32,22 +33,33 @@ from pipeline.errors import ConfigError
 FEEDBACK_GROUP = "trainers"
 ITEM_SEPARATOR = "\t"  # shown items are stored as "\t7\t12\t3\t" so the script can test membership
 
-# KEYS: served stream, feedback stream of the item's partition, the "given" key.
-# ARGV: request id, item key, reward, feedback window (ms).  Returns {status} or {"ok", feedback id}.
+# KEYS: the served stream of the replica that issued the request, feedback stream of the item's partition, the
+# "given" key.  ARGV: the request's entry id in that served stream, request id, item key, reward, feedback window
+# (ms).  Returns {status} or {"ok", feedback id}.
 FEEDBACK_SCRIPT = """
-local issued = tonumber(string.match(ARGV[1], '^(%d+)%-%d+$'))
+local function parts(id)
+  local millis, sequence = string.match(id, '^(%d+)%-(%d+)$')
+  return tonumber(millis), tonumber(sequence)
+end
+local issued, sequence = parts(ARGV[1])
 if not issued then return {'unknown'} end
 local now = redis.call('TIME')
-if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - issued > tonumber(ARGV[4]) then
+if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - issued > tonumber(ARGV[5]) then
   return {'expired'}
 end
 local entry = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
-if #entry == 0 then return {'unknown'} end
+if #entry == 0 then
+  local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+  if #newest == 0 then return {'pending'} end
+  local last, last_sequence = parts(newest[1][1])
+  if issued > last or (issued == last and sequence > last_sequence) then return {'pending'} end
+  return {'unknown'}
+end
 local fields, served = entry[1][2], {}
 for i = 1, #fields, 2 do served[fields[i]] = fields[i + 1] end
-if not string.find(served['items'], '\\t' .. ARGV[2] .. '\\t', 1, true) then return {'not-shown'} end
-if not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[4]) then return {'duplicate'} end
-local id = redis.call('XADD', KEYS[2], '*', 'request_id', ARGV[1], 'item', ARGV[2], 'reward', ARGV[3],
+if not string.find(served['items'], '\\t' .. ARGV[3] .. '\\t', 1, true) then return {'not-shown'} end
+if not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[5]) then return {'duplicate'} end
+local id = redis.call('XADD', KEYS[2], '*', 'request_id', ARGV[2], 'item', ARGV[3], 'reward', ARGV[4],
                       'context', served['context'], 'version', served['version'])
 return {'ok', id}
 """
@@ -79,8 +91,11 @@ class StreamKeys:
     def __init__(self, namespace: str):
         self.namespace = namespace
         tag = "{" + namespace + "}"
-        self.meta, self.served = f"{tag}:meta", f"{tag}:served"
+        self.meta, self.served_logs = f"{tag}:meta", f"{tag}:served-logs"
         self._tag = tag
+
+    def served(self, replica: str) -> str:
+        return f"{self._tag}:served:{replica}"
 
     def feedback(self, partition: int) -> str:
         return f"{self._tag}:feedback:{partition}"
@@ -179,11 +194,3 @@ class PartitionStatistics:
         arms = {field[len(ARM_FIELD):].decode(): blob for field, blob in fields.items() if field.startswith(ARM_FIELD)}
         return cls(arms, fields[b"version"].decode(), fields[b"last_id"].decode(), int(fields[b"applied"]))
 
-
-def served_entry(context: dict, item_keys: list[str], scores: list[float], propensities: dict, version: str,
-                 epsilon: float) -> dict[str, str]:
-    """The fields of one served response in ``{ns}:served``."""
-    return {"context": json.dumps(context, separators=(",", ":")),
-            "items": ITEM_SEPARATOR + ITEM_SEPARATOR.join(item_keys) + ITEM_SEPARATOR,
-            "scores": json.dumps(scores), "propensities": json.dumps(propensities, separators=(",", ":")),
-            "version": version, "epsilon": repr(epsilon)}
