@@ -8,6 +8,7 @@ validates everything before any data is touched.
 from __future__ import annotations
 
 import itertools
+import math
 import types
 from datetime import date
 from pathlib import Path
@@ -132,9 +133,15 @@ class FilesConfig(Strict):
         default_factory=list,
         description="interaction columns that describe the moment (device, page...); makes each event a context",
     )
+    reward_range: tuple[float, float] | None = Field(
+        None, description="[low, high] a real-valued response can take (bounds its intervals); null: 0/1 clicks when "
+                          "every response is 0 or 1, else the range observed in the data")
 
     @model_validator(mode="after")
     def _one_layout(self) -> "FilesConfig":
+        if self.reward_range is not None and not (math.isfinite(sum(self.reward_range))
+                                                  and self.reward_range[0] < self.reward_range[1]):
+            raise ValueError(f"reward_range must be [low, high] with finite low < high, not {list(self.reward_range)}")
         if self.interactions is not None and (self.train is not None or self.test is not None):
             raise ValueError("give either 'interactions' or 'train' and 'test', not both")
         if self.interactions is None and (self.train is None or self.test is None):

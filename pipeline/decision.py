@@ -31,6 +31,7 @@ import pandas as pd
 from pipeline.config import EvaluationConfig
 from pipeline.evaluation import LOGGING, ORACLE, TRUE_SLATE_CTR
 from pipeline.offpolicy import OBSERVED, observed_name
+from pipeline.rewards import CLICKS, RewardScale
 from pipeline.uncertainty import Z_95
 
 Z_POWER_80 = 0.8416212335729143
@@ -98,11 +99,13 @@ def pooled_draws(draws: pd.DataFrame, label: str) -> pd.DataFrame:
 
 
 def decide(values: pd.Series, draws: pd.DataFrame, label: str, kind: str, metric_reason: str,
-           baseline: str | None, n_test_events: int, reliable: pd.Series | None = None) -> tuple[dict, pd.DataFrame]:
+           baseline: str | None, n_test_events: int, reliable: pd.Series | None = None,
+           reward: RewardScale = CLICKS) -> tuple[dict, pd.DataFrame]:
     """The decision (for ``decision.json``) and one row per policy (for ``decision.csv``).
 
     ``values``: each policy's point value of the metric (mean over seeds and folds); ``draws``: the output of
-    ``pooled_draws``; ``reliable``: per policy, False where the off-policy diagnostics flagged its estimate."""
+    ``pooled_draws``; ``reliable``: per policy, False where the off-policy diagnostics flagged its estimate;
+    ``reward``: the range of the mean reward the metric is (0/1 clicks: a click rate in [0, 1])."""
     base = {"metric": label, "metric_kind": kind, "metric_reason": metric_reason, "k": _k_of(label),
             "baseline": baseline, "n_test_events": int(n_test_events)}
     candidates = [p for p in draws.index if p != ORACLE and np.isfinite(values.get(p, np.nan))]
@@ -116,18 +119,19 @@ def decide(values: pd.Series, draws: pd.DataFrame, label: str, kind: str, metric
     best_per_draw = matrix.max(axis=0)
     is_best = matrix == best_per_draw
     table = pd.DataFrame({"policy": candidates, "value": point})
-    # Every decision metric is a click rate: intervals stay in [0, 1], differences in [-1, 1] (the draws of a
-    # sparse off-policy estimate are widened by normal noise and can reach past them).
-    table["low"], table["high"] = np.clip(np.percentile(matrix, [2.5, 97.5], axis=1), 0.0, 1.0)
+    # Every decision metric is a mean reward (a click rate for clicks): intervals stay in [low, high], differences
+    # in [-(high - low), high - low] (the draws of a sparse off-policy estimate are widened by normal noise and
+    # can reach past them).
+    table["low"], table["high"] = reward.clip(np.percentile(matrix, [2.5, 97.5], axis=1))
     to_leader = matrix - matrix[leader]
     table["diff_to_leader"] = point - point[leader]
-    table["diff_to_leader_low"], table["diff_to_leader_high"] = _difference_interval(to_leader)
+    table["diff_to_leader_low"], table["diff_to_leader_high"] = _difference_interval(to_leader, reward)
     table["p_best"] = (is_best / is_best.sum(axis=0)).mean(axis=1)  # ties share the win
     table["expected_loss"] = (best_per_draw - matrix).mean(axis=1)
     if baseline in candidates:
         to_baseline = matrix - matrix[candidates.index(baseline)]
         table["diff_to_baseline"] = point - point[candidates.index(baseline)]
-        table["diff_to_baseline_low"], table["diff_to_baseline_high"] = _difference_interval(to_baseline)
+        table["diff_to_baseline_low"], table["diff_to_baseline_high"] = _difference_interval(to_baseline, reward)
     table["reliable"] = [bool(reliable.get(p, True)) if reliable is not None else True for p in candidates]
     table["contender"] = table["diff_to_leader_high"] >= 0
     table.loc[leader, "contender"] = True
@@ -138,16 +142,18 @@ def decide(values: pd.Series, draws: pd.DataFrame, label: str, kind: str, metric
     mde = (Z_95 + Z_POWER_80) * se
     gap = float(point[leader] - point[runner_up])
     power = (Z_95 + Z_POWER_80) ** 2
-    p1, p2 = np.clip(point[leader], 0, 1), np.clip(point[runner_up], 0, 1)
+    # A/B sizing from the Bernoulli variance on the unit scale: exact for clicks, an upper bound for other rewards
+    p1, p2 = np.clip(reward.to_unit(point[[leader, runner_up]]), 0, 1)
+    unit_gap = gap / reward.width
     sizing = {"leader": candidates[leader], "runner_up": candidates[runner_up], "top_two_difference": gap,
               "top_two_difference_se": se, "minimum_detectable_difference": mde,
               "events_to_separate_top_two": int(np.ceil(n_test_events * (mde / gap) ** 2)) if gap > 0 else None,
               "ab_users_per_arm_to_separate_top_two":
-                  int(np.ceil(power * (p1 * (1 - p1) + p2 * (1 - p2)) / gap ** 2)) if gap > 0 else None}
+                  int(np.ceil(power * (p1 * (1 - p1) + p2 * (1 - p2)) / unit_gap ** 2)) if gap > 0 else None}
 
     contenders = table[table["contender"]]
     if len(contenders) == len(table):
-        detectable = (f"the smallest difference this run can detect is {mde:.4f}" if mde < 1 else
+        detectable = (f"the smallest difference this run can detect is {mde:.4f}" if mde < reward.width else
                       f"no difference within the metric's range can be detected (the smallest detectable is {mde:.2f})")
         reason = (f"no decision: no policy's {label} is significantly different from the leader "
                   f"{candidates[leader]}'s (all {len(table)} 95% paired intervals of the difference contain 0). "
@@ -156,7 +162,7 @@ def decide(values: pd.Series, draws: pd.DataFrame, label: str, kind: str, metric
             reason += (f", which would take about {sizing['events_to_separate_top_two']:,} logged test events, or an "
                        f"A/B test with {sizing['ab_users_per_arm_to_separate_top_two']:,} users per arm")
         return {**base, "policy": None, "reason": reason + ".", **sizing, "policies": _records(table)}, table
-    lower_bounds = pd.Series(np.percentile(matrix, 2.5, axis=1), index=table.index)  # before the cut to [0, 1]
+    lower_bounds = pd.Series(np.percentile(matrix, 2.5, axis=1), index=table.index)  # before the cut to the range
     chosen = table.loc[lower_bounds[contenders.index].idxmax()]
     reason = (f"{chosen['policy']}: the highest 95% lower bound ({chosen['low']:.4f}) among the {len(contenders)} "
               f"of {len(table)} policies not significantly worse than the leader {candidates[leader]} on {label}")
@@ -170,9 +176,9 @@ def decide(values: pd.Series, draws: pd.DataFrame, label: str, kind: str, metric
     return {**base, "policy": chosen["policy"], "reason": reason + ".", **sizing, "policies": _records(table)}, table
 
 
-def _difference_interval(differences: np.ndarray) -> np.ndarray:
-    """95% percentile interval of each row of paired differences, cut to [-1, 1]."""
-    return np.clip(np.percentile(differences, [2.5, 97.5], axis=1), -1.0, 1.0)
+def _difference_interval(differences: np.ndarray, reward: RewardScale) -> np.ndarray:
+    """95% percentile interval of each row of paired differences, cut to [-(high - low), high - low]."""
+    return np.clip(np.percentile(differences, [2.5, 97.5], axis=1), -reward.width, reward.width)
 
 
 def _k_of(label: str) -> int | None:

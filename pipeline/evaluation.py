@@ -33,7 +33,8 @@ from pipeline.data.dataset import CONTEXT_ID, EVENT_ID, ITEM_ID, RESPONSE, Datas
 from pipeline.data.synthetic_slates import logged_slot_values
 from pipeline.errors import ConfigError
 from pipeline.features import FoldFeatures
-from pipeline.policies import PolicySpec
+from pipeline.policies import PolicySpec, accepted_rewards
+from pipeline.rewards import BINARY_ONLY_METRICS, RewardScale
 from pipeline.scoring import ScoringInput, recommend_all, scorer_for
 from pipeline.uncertainty import METRIC_RULES, Bootstrap, interval_of, replay_details
 
@@ -93,6 +94,14 @@ def check_inputs(policies: list[PolicySpec], features: FoldFeatures, item_vector
             raise ConfigError(f"policy {spec.name!r} needs at least {needed} training rows ({reason}) but "
                               f"fold {fold} of {dataset.source('interactions')} has {len(features.train)}; use more "
                               "events or lower that parameter")
+    for spec in policies:
+        accepted = accepted_rewards(spec)
+        if (accepted == "binary" and not dataset.reward.binary) or (accepted == "non-negative"
+                                                                     and dataset.reward.low < 0):
+            raise ConfigError(f"policy {spec.name!r} ({spec.description}) learns from {accepted} rewards, but "
+                              f"{dataset.source('interactions')} holds {dataset.reward.describe()}; remove it, or use "
+                              "one that takes real rewards (LinUCB, LinTS, LinGreedy, EpsilonGreedy, UCB1, "
+                              "NeuralLinear)")
     contextual = [spec.name for spec in policies if spec.is_contextual]
     if contextual and features.contexts is None:
         raise ConfigError(f"policies {contextual} need context features, but {dataset.source('interactions')} has "
@@ -162,7 +171,8 @@ def fit_in_batches(recommender: BanditRecommender, spec: PolicySpec, features: F
     """
     train = features.train
     recommender.set_arms(train[ITEM_ID].unique().tolist())  # Mab2Rec's arms: the trained items, in order
-    decisions, rewards = train[ITEM_ID].to_numpy(), train[RESPONSE].to_numpy().astype(int)
+    decisions, rewards = train[ITEM_ID].to_numpy(), train[RESPONSE].to_numpy()
+    rewards = rewards.astype(int) if features.reward.binary else rewards.astype(float)  # 0/1 as Mab2Rec passes them
     context_ids = train[CONTEXT_ID].to_numpy()
     n_batches = 1 if isinstance(spec.neighborhood_policy, NeighborhoodPolicy.Clusters) else max(1, len(train) // batch_size)
     for rows in np.array_split(np.arange(len(train)), n_batches):
@@ -177,9 +187,16 @@ def replay_metric_rows(recommendations: pd.DataFrame, features: FoldFeatures, co
     ``CombinedMetrics``), with bootstrap intervals and support."""
     actual = features.test[[CONTEXT_ID, ITEM_ID, RESPONSE]].rename(columns={RESPONSE: SCORE})
     predicted = recommendations[[CONTEXT_ID, ITEM_ID, SCORE]]
-    details = replay_details(actual, predicted, [(name, k) for k in config.k_list for name in config.metrics],
-                             bootstrap, draws)
+    details = replay_details(actual, predicted, [(name, k) for k in config.k_list for name in metrics_for(config,
+                                                                                                    features.reward)],
+                             bootstrap, draws, features.reward)
     return details.assign(policy=policy, fold=fold)[METRIC_COLUMNS]
+
+
+def metrics_for(config: EvaluationConfig, reward: RewardScale) -> list[str]:
+    """The configured replay metrics defined for this reward: all of them for 0/1 clicks, CTR (the mean reward
+    of the matched events) for real-valued rewards (``rewards.BINARY_ONLY_METRICS`` count relevant items)."""
+    return [name for name in config.metrics if reward.binary or name not in BINARY_ONLY_METRICS]
 
 
 def ranked(recommendations: pd.DataFrame, policy: str, fold: int) -> pd.DataFrame:

@@ -28,6 +28,7 @@ import sklearn
 from sklearn.compose import ColumnTransformer
 from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, StandardScaler
 
+from pipeline.rewards import CLICKS, RewardScale
 from pipeline.config import FeaturesConfig
 from pipeline.data.dataset import CONTEXT_ID, EVENT_ID, ITEM_ID, RESPONSE, USER_ID, Dataset
 from pipeline.errors import DataError, examples
@@ -191,6 +192,7 @@ class FoldFeatures:
     train: pd.DataFrame  # CONTEXT_ID, ITEM_ID, RESPONSE
     test: pd.DataFrame  # CONTEXT_ID, ITEM_ID, RESPONSE, EVENT_ID
     context_featurizer: TabularFeaturizer | None
+    reward: RewardScale = CLICKS  # what RESPONSE holds (the dataset's)
 
     def context_matrix(self, context_ids) -> np.ndarray:
         """Feature rows of ``context_ids`` (unknown ids: zeros, as Mab2Rec fills them), copying only those rows.
@@ -303,7 +305,7 @@ def build_fold_features(dataset: Dataset, fold: Fold, config: FeaturesConfig) ->
     categorical, numeric = infer_feature_columns(raw_train, [CONTEXT_ID], config.context_categorical,
                                             config.context_numeric, config.exclude, origin, "features.context")
     if not categorical and not numeric:
-        return FoldFeatures(None, train, test, None)
+        return FoldFeatures(None, train, test, None, dataset.reward)
     used = categorical + numeric
     if dataset.users is not None:
         _reject_nan(dataset.users, [c for c in used if c in dataset.users], dataset.source("users"), USER_ID)
@@ -312,7 +314,7 @@ def build_fold_features(dataset: Dataset, fold: Fold, config: FeaturesConfig) ->
     featurizer = TabularFeaturizer(categorical, numeric, config.context_scaling).fit(raw_train)
     contexts = pd.concat([raw[[CONTEXT_ID]], pd.DataFrame(featurizer.transform(raw),
                                                           columns=featurizer.feature_names_)], axis=1)
-    return FoldFeatures(contexts, train, test, featurizer)
+    return FoldFeatures(contexts, train, test, featurizer, dataset.reward)
 
 
 def _mab2rec_rows(logged: pd.DataFrame, key: str) -> pd.DataFrame:

@@ -135,3 +135,15 @@ def make_policy_spec(
             raise ValueError(f"{learning_policy} with {neighborhood_policy}: {error}") from None
     description = learning_policy + (f" + {neighborhood_policy}" if neighborhood_policy else "")
     return PolicySpec(name=name, learning_policy=learning, neighborhood_policy=neighborhood, description=description)
+
+
+def accepted_rewards(spec: PolicySpec) -> str:
+    """Which rewards a policy can learn from: ``binary`` (Thompson sampling's Beta posteriors count successes),
+    ``non-negative`` (Popularity's Dirichlet needs non-negative totals; MABWiser says only "alpha < 0") or
+    ``real`` (the ridge regressions, the means, NeuralLinear's squared error)."""
+    policy = type(spec.learning_policy).__name__
+    if policy == "ThompsonSampling":
+        return "binary"
+    if policy == "Popularity":
+        return "non-negative"
+    return "real"

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from pipeline.config import PipelineConfig
 from pipeline.data import load_dataset
+from pipeline.rewards import BINARY_ONLY_METRICS, RewardScale
 from pipeline.data.dataset import (CASCADE_PROPENSITY, CONTEXT_ID, EVENT_ID, ITEM_ID, POSITION, PROPENSITY, RESPONSE,
                                    SLATE_ID, SLATE_PROPENSITY, TIMESTAMP)
 from pipeline.decision import choose_metric, decide, decision_values, pooled_draws, with_logging_draws
@@ -178,7 +179,7 @@ def _write_decision(run_dir: RunDirectory, tables: _Tables, config: PipelineConf
     else:
         values, reliable = decision_values(label, kind, metrics, off_policy)
         decision, table = decide(values, pooled_draws(with_logging_draws(draws, label), label), label, kind,
-                                 metric_reason, baseline, n_test, reliable)
+                                 metric_reason, baseline, n_test, reliable, RewardScale(**tables.data["reward"]))
     if kind == "replay":
         decision["reason"] += " Replay metric: trust it only if the log was collected uniformly at random."
     run_dir.write_json(layout.DECISION_JSON, decision)
@@ -234,6 +235,15 @@ def _run_seed(config: PipelineConfig, policies, run_dir: RunDirectory, timer: St
     log.info("seed %d: %d events, %d items, contexts per %s", seed, len(dataset.interactions), dataset.n_items,
              dataset.context_level)
     tables.data = dataset.summary()
+    if not dataset.reward.binary:
+        skipped = [name for name in config.evaluation.metrics if name in BINARY_ONLY_METRICS]
+        tables.note(f"{dataset.source('interactions')} holds {dataset.reward.describe()}: CTR is the mean reward "
+                    "of the matched events, and every interval of a mean reward stays in that range"
+                    + (f"; {', '.join(skipped)} need 0/1 responses and are not computed" if skipped else ""))
+        if config.evaluation.replay.enabled:
+            raise ConfigError(f"evaluation.replay.enabled: the replay-with-learning curve is a running click rate "
+                              f"with Wilson intervals and needs 0/1 responses, but {dataset.source('interactions')} "
+                              f"holds {dataset.reward.describe()}; set it to false")
     with timer.stage("split"):
         folds = make_folds(dataset, config.split_method, config.split, seed)
     with timer.stage("item_features"):
@@ -289,7 +299,7 @@ def _run_seed(config: PipelineConfig, policies, run_dir: RunDirectory, timer: St
             features = fold_features(dataset, fold, config)
         check_inputs(policies, features, vectors, config.evaluation, dataset, fold.index)
         for note in replay_support_notes(features.test[RESPONSE].to_numpy(), seed, fold.index,
-                                         dataset.click_model is not None):
+                                         dataset.click_model is not None) if dataset.reward.binary else []:
             tables.note(note)
         tables.folds.append({"seed": seed, "fold": fold.index, "n_train": len(features.train),
                              "n_test": len(features.test), "n_test_contexts": int(features.test["context_id"].nunique())})

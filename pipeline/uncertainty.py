@@ -27,6 +27,8 @@ Where the percentile bootstrap cannot be honest, the interval says so instead:
 - With no unit at all the value is a convention (Jurity's CTR of 0), and with a single unit, or an AUC with
   fewer than two clicked or two unclicked events, resampling only replays the same few events: the
   interval is the metric's whole range, [0, 1].
+- With real-valued rewards (``pipeline/rewards.py``) CTR is the mean reward of the matched events: its floor
+  is the Wilson interval on the unit scale, mapped back, and its whole range is the reward's ``[low, high]``.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from sklearn.metrics import roc_auc_score
 
 from pipeline.config import METRIC_NAMES
 from pipeline.data.dataset import CONTEXT_ID, ITEM_ID
+from pipeline.rewards import CLICKS, RewardScale
 
 SCORE = "score"
 
@@ -150,15 +153,19 @@ def wilson(successes: float, n: float) -> tuple[float, float]:
     return float(max(0.0, centre - half)), float(min(1.0, centre + half))
 
 
-def honest_interval(value: float, bootstrap_interval: tuple[float, float], support: int) -> tuple[float, float]:
+def honest_interval(value: float, bootstrap_interval: tuple[float, float], support: int,
+                    reward: RewardScale = CLICKS) -> tuple[float, float]:
     """The bootstrap interval of a rate-like replay metric, widened where resampling cannot see the uncertainty
-    (see the module docstring): at least the Wilson interval on its support, the whole range below 2 units."""
+    (see the module docstring): at least the Wilson interval on its support, the whole range below 2 units.
+    A mean of real-valued rewards in ``[low, high]`` gets the Wilson interval of its unit-scale value, mapped
+    back (the variance bound behind it holds for any value in [0, 1])."""
     low, high = bootstrap_interval
     if np.isnan(value):
         return low, high  # undefined: no interval either
     if support < 2:
-        return 0.0, 1.0
-    floor_low, floor_high = wilson(value * support, support)
+        return reward.low, reward.high
+    unit = float(np.clip(reward.to_unit(value), 0.0, 1.0))
+    floor_low, floor_high = reward.from_unit(wilson(unit * support, support)).tolist()
     if np.isnan(low):
         return floor_low, floor_high
     return min(low, floor_low), max(high, floor_high)
@@ -249,12 +256,13 @@ class RatioRule(MetricRule):
         matched = part["matched"].sum()
         return float(part["clicks"].sum() / matched) if matched else 0.0
 
-    def interval(self, part: pd.DataFrame, value: float, bootstrap: Bootstrap) -> tuple[tuple, int, np.ndarray | None]:
+    def interval(self, part: pd.DataFrame, value: float, bootstrap: Bootstrap,
+                 reward: RewardScale = CLICKS) -> tuple[tuple, int, np.ndarray | None]:
         """(interval, support, draws for paired differences)."""
         draws = bootstrap.ratio_draws(part["clicks"].to_numpy(), part["matched"].to_numpy(), part[CONTEXT_ID])
         support = int(part["matched"].sum())
         interval = interval_of(draws)
-        return (honest_interval(value, interval, support) if bootstrap.enabled else interval), support, draws
+        return (honest_interval(value, interval, support, reward) if bootstrap.enabled else interval), support, draws
 
 
 class AucRule(MetricRule):
@@ -264,7 +272,8 @@ class AucRule(MetricRule):
         clicks = part["click"].to_numpy()
         return float(roc_auc_score(clicks, part["score"])) if 0 < clicks.sum() < len(clicks) else np.nan
 
-    def interval(self, part: pd.DataFrame, value: float, bootstrap: Bootstrap) -> tuple[tuple, int, None]:
+    def interval(self, part: pd.DataFrame, value: float, bootstrap: Bootstrap,
+                 reward: RewardScale = CLICKS) -> tuple[tuple, int, None]:
         interval = bootstrap.auc(part["click"].to_numpy(), part["score"].to_numpy(), part[CONTEXT_ID])
         clicks = int(part["click"].sum())
         if bootstrap.enabled and not np.isnan(value) and min(clicks, len(part) - clicks) < 2:
@@ -278,7 +287,8 @@ class MeanRule(MetricRule):
     def value(self, part: pd.DataFrame) -> float:
         return float(part["value"].mean()) if len(part) else np.nan
 
-    def interval(self, part: pd.DataFrame, value: float, bootstrap: Bootstrap) -> tuple[tuple, int, None]:
+    def interval(self, part: pd.DataFrame, value: float, bootstrap: Bootstrap,
+                 reward: RewardScale = CLICKS) -> tuple[tuple, int, None]:
         interval = bootstrap.mean(part["value"].to_numpy(), part[CONTEXT_ID])
         return (honest_interval(value, interval, len(part)) if bootstrap.enabled else interval), len(part), None
 
@@ -296,7 +306,7 @@ def metric_value(name: str, part: pd.DataFrame) -> float:
 
 
 def replay_details(actual: pd.DataFrame, recommendations: pd.DataFrame, metrics: list[tuple[str, int]],
-                   bootstrap: Bootstrap, draws: dict | None = None) -> pd.DataFrame:
+                   bootstrap: Bootstrap, draws: dict | None = None, reward: RewardScale = CLICKS) -> pd.DataFrame:
     """``metric, k, value, low, high, support`` for each (metric, k) pair of the policy's replay metrics
     (and, into ``draws``, CTR@k's bootstrap draws, labelled ``"CTR@<k>"``, for paired differences).
 
@@ -310,7 +320,7 @@ def replay_details(actual: pd.DataFrame, recommendations: pd.DataFrame, metrics:
         for name in [name for name, at in metrics if at == k]:
             rule, part = METRIC_RULES[name], parts[name]
             value = rule.value(part)
-            interval, support, resampled = rule.interval(part, value, bootstrap)
+            interval, support, resampled = rule.interval(part, value, bootstrap, reward)
             if draws is not None and resampled is not None:
                 draws[f"{name}@{k}"] = resampled
             rows.append((name, k, value, *interval, support))

@@ -43,14 +43,30 @@ def test_missing_required_column(byo_config, sample_files, capsys, runs_dir):
                          "data.files.columns.response", "found columns: user_id, item_id, timestamp")
 
 
-def test_non_binary_response(byo_config, sample_files, capsys, runs_dir):
+@pytest.mark.parametrize("values, changes, fragments", [
+    # a 3 makes the log real-valued ([0, 3], observed): the sample config's Thompson-sampling policy cannot learn
+    ({5: 3}, {}, ["policy 'ClustersTS'", "learns from binary rewards", "real-valued rewards in [0, 3], observed"]),
+    ({5: -1.5}, {}, ["policy 'Popularity'", "learns from non-negative rewards", "[-1.5, 1]"]),
+    ({5: 3}, {"data__files__reward_range": [0, 2]}, ["'clicked'", "1 value(s) outside data.files.reward_range [0, 2]",
+                                                     "e.g. 3"]),
+    ({5: "lots"}, {}, ["interactions.csv", "'clicked' must hold numbers", "found 1 other value(s), e.g. 'lots'"]),
+    ({5: 3}, {"policies": {"LinUCB": {"learning_policy": "LinUCB"}}, "evaluation__replay__enabled": True},
+     ["evaluation.replay.enabled", "needs 0/1 responses"]),
+])
+def test_responses_policies_cannot_learn_from(byo_config, sample_files, capsys, runs_dir, values, changes, fragments):
     path = sample_files / "interactions.csv"
     log = pd.read_csv(path)
-    log.loc[5, "clicked"] = 3
+    log["clicked"] = log["clicked"].astype(object)
+    for row, value in values.items():
+        log.loc[row, "clicked"] = value
     log.to_csv(path, index=False)
-    code, message = run_cli(byo_config(), capsys)
-    assert_clean_failure(code, message, runs_dir, "interactions.csv", "'clicked' must be a binary response",
-                         "found 1 other value(s), e.g. 3")
+    code, message = run_cli(byo_config(**changes), capsys)
+    assert_clean_failure(code, message, runs_dir, *fragments)
+
+
+def test_a_reward_range_must_be_increasing(byo_config, capsys, runs_dir):
+    code, message = run_cli(byo_config(data__files__reward_range=[5, 5]), capsys)
+    assert_clean_failure(code, message, runs_dir, "reward_range", "finite low < high")
 
 
 def test_missing_response_value(byo_config, sample_files, capsys, runs_dir):

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Mapping
 import numpy as np
 import pandas as pd
 
+from pipeline.rewards import CLICKS, RewardScale
+
 if TYPE_CHECKING:  # pragma: no cover
     from pipeline.data.synthetic import ClickModel
 
@@ -52,7 +54,7 @@ class Dataset:
     """Logged interactions plus optional user and item tables.
 
     ``interactions`` has one row per logged event with ``event_id``, ``user_id``, ``item_id`` and a
-    binary ``response``; optionally ``propensity`` (probability the logging policy showed that item),
+    ``response`` (0/1 clicks, or real-valued rewards: ``reward`` says which); optionally ``propensity`` (probability the logging policy showed that item),
     ``timestamp``, and the ``event_context`` columns that describe the moment of the event.  When
     ``event_context`` is non-empty every event is its own context; otherwise contexts are users, as in
     Mab2Rec.  ``test_mask`` marks rows of a given test file.  ``click_model`` is the hidden truth of
@@ -67,6 +69,7 @@ class Dataset:
     click_model: "ClickModel | None" = None
     test_mask: np.ndarray | None = None
     propensity_estimated: bool = False  # no propensity column: the runner estimates them per fold
+    reward: RewardScale = CLICKS  # what ``response`` holds (``pipeline/rewards.py``)
 
     @property
     def context_level(self) -> str:
@@ -118,5 +121,6 @@ class Dataset:
             "slates_grouped": self.slates_grouped,
             "propensity_estimated": self.propensity_estimated,
             "has_ground_truth": self.click_model is not None,
+            "reward": self.reward.as_dict(),
             "sources": dict(self.sources),
         }

@@ -18,6 +18,7 @@ from pipeline.data.dataset import (CASCADE_PROPENSITY, ESTIMATE, EVENT_ID, ITEM_
                                    SLATE_ID, SLATE_PROPENSITY, TIMESTAMP, USER_ID, Dataset)
 from pipeline.data.slates import check_slates
 from pipeline.errors import DataError, examples
+from pipeline.rewards import RewardScale, scale_of
 
 READERS = {".csv": pd.read_csv, ".parquet": pd.read_parquet, ".pq": pd.read_parquet}
 
@@ -70,10 +71,18 @@ def load_files(config: FilesConfig) -> Dataset:
         origin = f"{config.train} + {config.test}"
     if interactions.empty:
         raise DataError(f"data.files: {origin} has no interaction rows")
-    if not interactions[RESPONSE].any():
+    reward = _reward_scale(interactions[RESPONSE], config, origin)
+    if reward.binary and not interactions[RESPONSE].any():
         raise DataError(f"data.files: column {config.columns.response!r} (data.files.columns.response) is 0 in all "
                         f"{len(interactions)} rows of {origin}: without a single click (1) no policy can learn and "
                         "no replay metric is defined; check the column and its coding (1 = clicked)")
+    if not reward.binary and interactions[RESPONSE].nunique() < 2:
+        raise DataError(f"data.files: column {config.columns.response!r} (data.files.columns.response) holds one "
+                        f"value in all {len(interactions)} rows of {origin}: no policy can learn from it")
+    if not reward.binary and POSITION in interactions.columns:
+        raise DataError(f"data.files: column {config.columns.response!r} of {origin} holds {reward.describe()}, but "
+                        "this is a slate log (data.files.columns.position): the slate estimators count clicks per "
+                        "slot and need 0/1 responses")
     interactions = check_slates(interactions, origin, columns, test_mask)
     interactions.insert(0, EVENT_ID, np.arange(len(interactions)))
 
@@ -96,7 +105,8 @@ def load_files(config: FilesConfig) -> Dataset:
         _require_known(interactions, items, ITEM_ID, columns.item_id, origin, config.item_features, hint)
         sources["items"] = str(config.item_features)
     return Dataset(interactions=interactions, users=users, items=items, event_context=tuple(config.event_context),
-                   sources=sources, test_mask=test_mask, propensity_estimated=columns.propensity == ESTIMATE)
+                   sources=sources, test_mask=test_mask, propensity_estimated=columns.propensity == ESTIMATE,
+                   reward=reward)
 
 
 def optional_columns(names) -> tuple[tuple[str, str], ...]:
@@ -140,7 +150,7 @@ def _read_interactions(path: Path, key: str, config: FilesConfig) -> pd.DataFram
     for column, label in ((USER_ID, names.user_id), (ITEM_ID, names.item_id)):
         _reject_missing(frame[column], path, label)
         frame[column] = _whole_number_ids(frame[column])
-    frame[RESPONSE] = _binary_response(frame[RESPONSE], path, names.response)
+    frame[RESPONSE] = _numeric_response(frame[RESPONSE], path, names.response)
     if PROPENSITY in frame.columns:
         _check_propensity(frame[PROPENSITY], path, names.propensity)
     if TIMESTAMP in frame.columns:
@@ -148,16 +158,32 @@ def _read_interactions(path: Path, key: str, config: FilesConfig) -> pd.DataFram
     return frame
 
 
-def _binary_response(values: pd.Series, path: Path, column: str) -> pd.Series:
+def _numeric_response(values: pd.Series, path: Path, column: str) -> pd.Series:
+    """0/1 clicks (or true/false) as small integers, any other finite numbers (revenue, ratings) as floats."""
     _reject_missing(values, path, column)
     if values.dtype == bool:
         return values.astype(np.int8)
     numeric = pd.to_numeric(values, errors="coerce")
-    bad = values[numeric.isna() | ~numeric.isin([0, 1])]
+    bad = values[numeric.isna() | ~np.isfinite(numeric.astype(float))]
     if len(bad):
-        raise DataError(f"{path}: column {column!r} must be a binary response (0/1 or true/false); found "
-                        f"{len(bad)} other value(s), e.g. {examples(bad)}")
-    return numeric.astype(np.int8)
+        raise DataError(f"{path}: column {column!r} must hold numbers (0/1 clicks, or real-valued rewards such as "
+                        f"revenue); found {len(bad)} other value(s), e.g. {examples(bad)}")
+    return numeric.astype(np.int8) if numeric.isin([0, 1]).all() else numeric.astype(float)
+
+
+def _reward_scale(responses: pd.Series, config: FilesConfig, origin: str) -> RewardScale:
+    """The response's scale (``rewards.scale_of``), with the declared range checked against the data."""
+    declared = config.reward_range
+    if declared is not None:
+        outside = responses[(responses < declared[0]) | (responses > declared[1])]
+        if len(outside):
+            raise DataError(f"data.files: column {config.columns.response!r} of {origin} has {len(outside)} value(s) "
+                            f"outside data.files.reward_range [{declared[0]:g}, {declared[1]:g}], e.g. "
+                            f"{examples(outside)}")
+    scale = scale_of(responses.to_numpy(), declared)
+    if not scale.binary and POSITION in responses.index.names:  # pragma: no cover - positions are columns
+        raise DataError(origin)
+    return scale
 
 
 def _check_propensity(values: pd.Series, path: Path, column: str) -> None:

@@ -16,10 +16,12 @@ weights above ``tau`` (its interval is widened by the estimated size of that bia
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
+
+from pipeline.rewards import CLICKS, RewardScale
 
 
 @dataclass
@@ -34,6 +36,7 @@ class LoggedFeedback:
     direct: np.ndarray  # D_e
     square_norm: np.ndarray  # sum_a pi(a | x_e)^2
     n_contexts: int
+    reward_scale: RewardScale = field(default=CLICKS, kw_only=True)  # the range intervals stay in (rewards.py)
 
     @property
     def weight(self) -> np.ndarray:

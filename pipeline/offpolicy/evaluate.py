@@ -18,6 +18,7 @@ import pandas as pd
 
 from pipeline.config import OffPolicyConfig
 from pipeline.data.dataset import CONTEXT_ID, ITEM_ID, RESPONSE
+from pipeline.rewards import CLICKS, RewardScale
 from pipeline.evaluation import LOGGING
 from pipeline.features import FoldFeatures
 from pipeline.offpolicy.diagnostics import overlap
@@ -45,6 +46,7 @@ class LoggedTestEvents:
     reward_hat: np.ndarray  # cross-fitted r_hat(x_e, a_e)
     logged_items: set
     reward_model: CrossFittedRewardModel
+    reward_scale: RewardScale = CLICKS
 
     @classmethod
     def build(cls, features: FoldFeatures, propensity: np.ndarray, reward_model: CrossFittedRewardModel,
@@ -57,11 +59,11 @@ class LoggedTestEvents:
         context_ids = pd.unique(test[CONTEXT_ID])
         return cls(test, context_ids, pd.Index(context_ids).get_indexer(test[CONTEXT_ID]),
                    features.test[RESPONSE].to_numpy(dtype=float)[keep], np.asarray(propensity, dtype=float)[keep],
-                   reward_model.predict(test[CONTEXT_ID], test[ITEM_ID]), logged_items, reward_model)
+                   reward_model.predict(test[CONTEXT_ID], test[ITEM_ID]), logged_items, reward_model, features.reward)
 
     def feedback(self, terms: TargetTerms) -> LoggedFeedback:
         return LoggedFeedback(self.context, self.reward, self.propensity, terms.probability, self.reward_hat,
-                              terms.direct, terms.square_norm, len(self.context_ids))
+                              terms.direct, terms.square_norm, len(self.context_ids), reward_scale=self.reward_scale)
 
 
 def policy_estimates(targets: dict[int, TargetTerms], logged: LoggedTestEvents, config: OffPolicyConfig,
@@ -87,7 +89,8 @@ def logging_policy_estimates(logged: LoggedTestEvents, config: OffPolicyConfig, 
     """The logging policy's observed click rate (its value on its own log, for every k: it shows one item)."""
     n = len(logged.reward)
     data = LoggedFeedback(logged.context, logged.reward, logged.propensity, logged.propensity, logged.reward_hat,
-                          logged.reward_hat, logged.propensity, len(logged.context_ids))
+                          logged.reward_hat, logged.propensity, len(logged.context_ids),
+                          reward_scale=logged.reward_scale)
     result = estimate(IPS(), data, bootstrap, logged.context_ids, f"{LOGGING}/{OBSERVED}")
     diagnostics = overlap(data, np.zeros(n), config)
     rows = [off_policy_row(LOGGING, fold, k, OBSERVED, result, diagnostics, "none", "the logged items") for k in ks]

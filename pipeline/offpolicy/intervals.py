@@ -13,7 +13,9 @@ For an estimator written as ``combine(column sums)`` (``estimators.py``):
   ``v_IPS = q u - q^2``, ``v_DR = var_e(D_e) + mean_e[u (q (1 - q) + (q - D_e)^2) - (q - D_e)^2]``
   (``v_DR`` also floors SNDR and Switch-DR);
 - **interval**: ``value +- 1.96 max(se, sqrt(v / N))`` cut to [0, 1] (a click rate's range; the point estimate
-  is not cut, so IPS and DR stay unbiased); SNIPS: a Wilson interval on the Kish effective sample size
+  is not cut, so IPS and DR stay unbiased); for real-valued rewards in ``[low, high]`` the floor's ``q`` and
+  ``D_e`` are taken on the unit scale ``(r - low) / (high - low)`` (where the Bernoulli bound holds for any
+  bounded reward), the variance scaled back, and the interval cut to ``[low, high]``; SNIPS: a Wilson interval on the Kish effective sample size
   ``(sum w)^2 / sum w^2``; Switch-DR's reaches further by the corrections it dropped (``dropped``), since its
   bias is unknown otherwise;
 - **draws** for paired differences: the estimate on each of the fold's shared Poisson bootstrap resamples,
@@ -67,17 +69,20 @@ def delta_method_se(sums: np.ndarray, combine) -> float:
 
 
 def modelled_variance(data: LoggedFeedback, uses_reward_model: bool) -> float:
-    """Per-event variance implied by the logging propensities (the module docstring's ``v_IPS`` / ``v_DR``)."""
+    """Per-event variance implied by the logging propensities (the module docstring's ``v_IPS`` / ``v_DR``),
+    computed on the unit scale of the rewards and returned on theirs."""
+    scale = data.reward_scale
     weight = data.weight
     total = weight.sum()
     effective = data.effective_sample_size
-    rate = float(weight @ data.reward / total) if total > 0 else 0.0
+    rate = float(weight @ scale.to_unit(data.reward) / total) if total > 0 else 0.0
     q = (rate * effective + Z_95 ** 2 / 2) / (effective + Z_95 ** 2)
     u = max(float(np.mean(data.square_norm / data.propensity)), float(np.mean(weight ** 2)))
     if not uses_reward_model:
-        return q * u - q ** 2
-    gap = q - data.direct
-    return float(data.direct.var() + np.mean(u * (q * (1 - q) + gap ** 2) - gap ** 2))
+        return (q * u - q ** 2) * scale.width ** 2
+    direct = scale.to_unit(data.direct)
+    gap = q - direct
+    return float(direct.var() + np.mean(u * (q * (1 - q) + gap ** 2) - gap ** 2)) * scale.width ** 2
 
 
 def estimate(estimator: Estimator, data: LoggedFeedback, bootstrap: Bootstrap | None, context_ids: np.ndarray,
@@ -85,18 +90,20 @@ def estimate(estimator: Estimator, data: LoggedFeedback, bootstrap: Bootstrap | 
     """Value, 95% interval, standard error and bootstrap draws of one estimator on one policy's feedback."""
     sums = context_sums(estimator.columns(data), data.context, data.n_contexts)
     value = float(estimator.combine(sums.sum(axis=0)))
-    if np.isnan(value):
-        return Estimate(value, 0.0, 1.0, np.nan, None)  # e.g. SNIPS with no matched event: nothing is known
+    scale = data.reward_scale
+    if np.isnan(value):  # e.g. SNIPS with no matched event: nothing is known
+        return Estimate(value, scale.low, scale.high, np.nan, None)
     n_events = len(data.reward)
     floor = np.sqrt(max(modelled_variance(data, estimator.uses_reward_model), 0.0) / n_events)
     se = float(np.nanmax([delta_method_se(sums, estimator.combine), floor]))
     if estimator.self_normalised and not estimator.uses_reward_model:  # SNIPS
         effective = data.effective_sample_size
-        low, high = wilson(value * effective, effective)
+        unit = float(np.clip(scale.to_unit(value), 0.0, 1.0))
+        low, high = scale.from_unit(wilson(unit * effective, effective)).tolist()
         se = max(se, (high - low) / (2 * Z_95))
     else:
         bias = estimator.dropped(data)  # Switch-DR: the interval reaches as far as the corrections it dropped
-        low, high = np.clip([value - Z_95 * se + min(bias, 0.0), value + Z_95 * se + max(bias, 0.0)], 0.0, 1.0).tolist()
+        low, high = scale.clip([value - Z_95 * se + min(bias, 0.0), value + Z_95 * se + max(bias, 0.0)]).tolist()
     draws = None
     if bootstrap is not None and bootstrap.enabled:
         resampled = bootstrap.weighted_column_sums(sums, context_ids)

@@ -43,6 +43,8 @@ class RewardModel:
             self.fallback_ = "the data has no context features"
         elif self.kind == "logistic" and rows[RESPONSE].nunique() < 2:
             self.fallback_ = "its rows hold only one response value"
+        elif self.kind == "logistic" and not features.reward.binary:
+            self.fallback_ = "the responses are real-valued, not 0/1 clicks"
         elif self.kind == "logistic":
             self.model_ = LogisticRegression(C=1.0, max_iter=1000, random_state=self.seed)
             self.model_.fit(self._design(rows[CONTEXT_ID], rows[ITEM_ID]), rows[RESPONSE])

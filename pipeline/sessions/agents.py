@@ -33,7 +33,7 @@ from typing import Protocol
 import gymnasium
 import numpy as np
 
-from pipeline.policies import PolicySpec
+from pipeline.policies import PolicySpec, accepted_rewards
 from pipeline.scoring import scorer_for, top_k
 
 
@@ -90,18 +90,6 @@ def episode_returns(records) -> list[tuple[int, float]]:
             out.append((step, total))
             total = 0.0
     return out
-
-
-def accepted_rewards(spec: PolicySpec) -> str:
-    """Which rewards a policy can learn from: ``binary`` (Thompson sampling's Beta posteriors count successes),
-    ``non-negative`` (Popularity's Dirichlet needs non-negative totals; MABWiser says only "alpha < 0") or
-    ``real`` (the ridge regressions, the means, NeuralLinear's squared error)."""
-    policy = type(spec.learning_policy).__name__
-    if policy == "ThompsonSampling":
-        return "binary"
-    if policy == "Popularity":
-        return "non-negative"
-    return "real"
 
 
 def check_reward(spec: PolicySpec, reward: float) -> None:
