@@ -50,7 +50,7 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=20_000)
     parser.add_argument("--cohort", type=int, default=400, help="users in the evaluation calendar")
     parser.add_argument("--bandits", nargs="*", default=list(BANDITS), choices=list(BANDITS))
-    parser.add_argument("--rl", nargs="*", default=["DQN", "PPO"], choices=["DQN", "PPO"])
+    parser.add_argument("--rl", nargs="*", default=["DQN", "PPO"], choices=["DQN", "PPO", "DQN-items"])
     parser.add_argument("--no-dynamics", action="store_true", help="sessions without fatigue, satisfaction or "
                                                                    "returns that depend on what was shown")
     parser.add_argument("--output", type=Path, default=Path("bench/results"))

@@ -243,3 +243,27 @@ def test_each_policy_refuses_rewards_it_cannot_learn_from_in_one_sentence():
                         batch_size=25)
     curve = agent.train(Revenue(), steps=400, seed=0)
     assert np.mean([value for _, value in curve[-100:]]) > 30  # it learns which arm earns 44.99
+
+
+def test_the_item_embedding_q_network_shares_what_it_learns_across_alike_items(shop):
+    """DQN-items scores an item from its features: two items with the same features differ in every state by
+    the same amount (their own offsets b_a; SB3's MlpPolicy has one unrelated output per item); an environment
+    without item features is refused in one sentence."""
+    from pipeline.sessions.agents import StableBaselinesAgent
+
+    env = shop_session_env(shop, SessionConfig())
+    features = env.item_features()
+    assert features.shape == (30, env.n_categories + 1)
+    np.testing.assert_array_equal(features[:, :-1].sum(axis=1), 1.0)  # one category each
+    env.item_features = lambda: np.vstack([features[:29], features[:1]])  # the last item: the first one's twin
+    twins = (0, 29)
+    agent = StableBaselinesAgent("DQN-items", env, seed=0, learning_starts=50, train_freq=1, buffer_size=1000)
+    agent.train(steps=200)
+    observations = np.stack([env.reset(seed=seed)[0] for seed in range(5)])
+    q = agent.model.q_net(agent.model.policy.obs_to_tensor(observations)[0]).detach().numpy()
+    assert q.shape == (5, 30) and np.isfinite(q).all()
+    gap = q[:, twins[0]] - q[:, twins[1]]
+    assert np.ptp(gap) < 1e-5 and np.ptp(q[:, 0] - q[:, 1]) > 1e-3  # a state-free gap, unlike other pairs
+    assert np.ptp(q[:, :29], axis=1).min() > 0  # the items differ
+    with pytest.raises(ValueError, match="item_features"):
+        StableBaselinesAgent("DQN-items", SignBandit(), seed=0)

@@ -23,7 +23,8 @@ Agents:
   ``click_probabilities()``, as ours); the reference of the comparison, not a learner.
 - ``StableBaselinesAgent``: Stable-Baselines3's DQN (replay buffer, target network) or PPO (a clipped
   policy gradient with a learnt value baseline), MLP policies on the observation.  We use the library rather
-  than our own RL code: its implementations are tested against published results.
+  than our own RL code: its implementations are tested against published results.  ``DQN-items`` is its DQN
+  with our item-embedding Q-network (``item_q.py``), for environments that give ``item_features()``.
 """
 
 from __future__ import annotations
@@ -161,7 +162,7 @@ class OracleAgent:
 class StableBaselinesAgent:
     """Stable-Baselines3's DQN or PPO, trained by its own ``learn`` on the environment, acting greedily after."""
 
-    ALGORITHMS = ("DQN", "PPO")
+    ALGORITHMS = ("DQN", "PPO", "DQN-items")
 
     def __init__(self, algorithm: str, env: gymnasium.Env, seed: int, **hyperparameters):
         import stable_baselines3
@@ -171,8 +172,18 @@ class StableBaselinesAgent:
             raise ValueError(f"algorithm {algorithm!r}: one of {', '.join(self.ALGORITHMS)}")
         check_supported(env)
         self.name, self.monitor = algorithm, Monitor(env)
-        self.model = getattr(stable_baselines3, algorithm)("MlpPolicy", self.monitor, seed=seed, device="cpu",
-                                                           verbose=0, **hyperparameters)
+        policy = "MlpPolicy"
+        if algorithm == "DQN-items":  # DQN with the item-embedding Q-network (item_q.py)
+            from pipeline.sessions.item_q import ItemEmbeddingDQNPolicy
+
+            if not hasattr(env.unwrapped, "item_features"):
+                raise ValueError("DQN-items embeds the items' features: the environment needs an item_features() "
+                                 "method giving one row per action")
+            policy = ItemEmbeddingDQNPolicy
+            hyperparameters = {**hyperparameters, "policy_kwargs": {
+                "item_features": env.unwrapped.item_features(), **hyperparameters.get("policy_kwargs", {})}}
+        self.model = getattr(stable_baselines3, algorithm.split("-")[0])(policy, self.monitor, seed=seed, device="cpu",
+                                                                         verbose=0, **hyperparameters)
 
     def train(self, env: gymnasium.Env | None = None, steps: int = 0, seed: int | None = None
               ) -> list[tuple[int, float]]:

@@ -43,6 +43,8 @@ class ComparisonSettings:
         "DQN": {"learning_starts": 1_000, "buffer_size": 50_000, "exploration_fraction": 0.3,
                 "target_update_interval": 1_000, "train_freq": 4, "learning_rate": 5e-4, "gamma": 0.9},
         "PPO": {"n_steps": 1_024, "batch_size": 128, "learning_rate": 3e-4, "gamma": 0.9, "ent_coef": 0.01},
+        "DQN-items": {"learning_starts": 1_000, "buffer_size": 50_000, "exploration_fraction": 0.3,
+                      "target_update_interval": 1_000, "train_freq": 4, "learning_rate": 5e-4, "gamma": 0.9},
     })
 
 

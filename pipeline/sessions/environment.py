@@ -55,6 +55,7 @@ class ShopSessionEnv(gymnasium.Env):
         self.user_rows = np.searchsorted(click_model.user_ids, self.users[USER_ID].to_numpy())
         self.preferred_device = np.array([DEVICES.index(device) for device in self.users["preferred_device"]])
         prices = items.set_index("item_id").loc[click_model.item_ids, "price"].to_numpy(dtype=float)
+        self.prices = prices
         self.item_value = prices if config.reward == "revenue" else np.ones(len(prices))
         self.item_category = click_model.item_category
         self.n_categories = len(click_model.categories)
@@ -161,6 +162,15 @@ class ShopSessionEnv(gymnasium.Env):
             heapq.heappush(self._calendar, (day, self._next_order(), self.user))
             return day
         return None
+
+    def item_features(self) -> np.ndarray:
+        """Each item's public features, in action order: its category (one-hot) and its standardised log price
+        (what a catalogue shows; the click model's hidden item factors are not given).  For agents that embed
+        items (``item_q.py``)."""
+        categories = np.eye(self.n_categories)[self.item_category]
+        log_price = np.log1p(self.prices)
+        spread = log_price.std()
+        return np.column_stack([categories, (log_price - log_price.mean()) / (spread if spread > 0 else 1.0)])
 
     def _observation(self) -> np.ndarray:
         session = np.concatenate([self.fatigue * (1 - self.config.fatigue_decay),
