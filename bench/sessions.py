@@ -30,6 +30,7 @@ BANDITS = {
     "LinUCB": ("LinUCB", {"alpha": 0.5}),
     "LinGreedy": ("LinGreedy", {"epsilon": 0.05}),
     "LinTS": ("LinTS", {"alpha": 0.25}),
+    "NeuralLinear": ("NeuralLinear", {"warm_start": "none"}),
 }
 
 
