@@ -321,6 +321,8 @@ def replay_details(actual: pd.DataFrame, recommendations: pd.DataFrame, metrics:
             rule, part = METRIC_RULES[name], parts[name]
             value = rule.value(part)
             interval, support, resampled = rule.interval(part, value, bootstrap, reward)
+            if support == 0 and not reward.binary:  # Jurity's CTR of 0 without a match: no mean reward is known
+                value, interval = np.nan, (reward.low, reward.high)
             if draws is not None and resampled is not None:
                 draws[f"{name}@{k}"] = resampled
             rows.append((name, k, value, *interval, support))

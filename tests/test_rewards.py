@@ -62,3 +62,15 @@ def test_a_log_of_rewards_is_the_click_log_on_its_scale(byo_config, sample_files
         assert (table["low"] <= table["value"] + 1e-9).all() and (table["value"] <= table["high"] + 1e-9).all()
     dr = real_ope[real_ope["estimator"] == "DR"]
     assert (dr["reward_model"].str.startswith("item_mean")).all()  # the logistic model needs 0/1 responses
+
+
+def test_a_mean_reward_without_any_matched_event_is_unknown_over_the_whole_range():
+    from pipeline.rewards import RewardScale
+    from pipeline.uncertainty import Bootstrap, replay_details
+
+    actual = pd.DataFrame({"context_id": [1, 2], "item_id": [10, 20], "score": [3.0, 4.0]})  # logged rewards
+    listed = pd.DataFrame({"context_id": [1, 2], "item_id": [20, 10], "score": [0.9, 0.8]})  # never the logged item
+    details = replay_details(actual, listed, [("CTR", 1)], Bootstrap(np.array([1, 2]), 20, seed=0),
+                             reward=RewardScale(1.0, 5.0, binary=False))
+    row = details.iloc[0]
+    assert np.isnan(row["value"]) and (row["low"], row["high"], row["support"]) == (1.0, 5.0, 0)
