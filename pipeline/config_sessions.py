@@ -60,8 +60,8 @@ class SessionComparisonConfig(Strict):
 
     enabled: bool = False
     policies: list[str] | None = Field(None, description="the config's policies that take part; null: all")
-    rl_agents: list[Literal["DQN", "PPO", "DQN-items"]] = Field(["DQN", "PPO"], description="Stable-Baselines3 "
-                                                                "agents (DQN-items: DQN with an item-embedding Q-network)")
+    rl_agents: list[Literal["DQN", "PPO", "DQN-items"]] = Field(
+        ["DQN", "PPO"], description="Stable-Baselines3 agents (DQN-items: DQN with an item-embedding Q-network)")
     train_steps: int = Field(20_000, ge=1, description="environment steps every agent learns from")
     batch_size: int = Field(500, ge=1, description="bandits: steps between two partial_fit calls")
     cohort: int = Field(400, ge=1, description="users of the evaluation calendar")

@@ -33,7 +33,7 @@ from pipeline.data.dataset import CONTEXT_ID, EVENT_ID, ITEM_ID, RESPONSE, Datas
 from pipeline.data.synthetic_slates import logged_slot_values
 from pipeline.errors import ConfigError
 from pipeline.features import FoldFeatures
-from pipeline.policies import PolicySpec, accepted_rewards
+from pipeline.policies import REAL_REWARD_POLICIES, PolicySpec, accepted_rewards, learns_from
 from pipeline.rewards import BINARY_ONLY_METRICS, RewardScale
 from pipeline.scoring import ScoringInput, recommend_all, scorer_for
 from pipeline.uncertainty import METRIC_RULES, Bootstrap, interval_of, replay_details
@@ -95,13 +95,10 @@ def check_inputs(policies: list[PolicySpec], features: FoldFeatures, item_vector
                               f"fold {fold} of {dataset.source('interactions')} has {len(features.train)}; use more "
                               "events or lower that parameter")
     for spec in policies:
-        accepted = accepted_rewards(spec)
-        if (accepted == "binary" and not dataset.reward.binary) or (accepted == "non-negative"
-                                                                     and dataset.reward.low < 0):
-            raise ConfigError(f"policy {spec.name!r} ({spec.description}) learns from {accepted} rewards, but "
-                              f"{dataset.source('interactions')} holds {dataset.reward.describe()}; remove it, or use "
-                              "one that takes real rewards (LinUCB, LinTS, LinGreedy, EpsilonGreedy, UCB1, "
-                              "NeuralLinear)")
+        if not learns_from(spec, dataset.reward.low, dataset.reward.binary):
+            raise ConfigError(f"policy {spec.name!r} ({spec.description}) learns from {accepted_rewards(spec)} "
+                              f"rewards, but {dataset.source('interactions')} holds {dataset.reward.describe()}; "
+                              f"remove it, or use one that takes real rewards ({REAL_REWARD_POLICIES})")
     contextual = [spec.name for spec in policies if spec.is_contextual]
     if contextual and features.contexts is None:
         raise ConfigError(f"policies {contextual} need context features, but {dataset.source('interactions')} has "

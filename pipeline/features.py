@@ -28,10 +28,10 @@ import sklearn
 from sklearn.compose import ColumnTransformer
 from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, StandardScaler
 
-from pipeline.rewards import CLICKS, RewardScale
 from pipeline.config import FeaturesConfig
 from pipeline.data.dataset import CONTEXT_ID, EVENT_ID, ITEM_ID, RESPONSE, USER_ID, Dataset
 from pipeline.errors import DataError, examples
+from pipeline.rewards import CLICKS, RewardScale
 from pipeline.split import Fold
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -147,3 +147,13 @@ def accepted_rewards(spec: PolicySpec) -> str:
     if policy == "Popularity":
         return "non-negative"
     return "real"
+
+
+#: Named in every refusal of a reward a policy cannot learn from.
+REAL_REWARD_POLICIES = "LinUCB, LinTS, LinGreedy, EpsilonGreedy, UCB1, NeuralLinear"
+
+
+def learns_from(spec: PolicySpec, lowest: float, binary: bool) -> bool:
+    """Whether ``spec`` can learn from rewards whose lowest value is ``lowest`` (``binary``: all are 0 or 1)."""
+    kind = accepted_rewards(spec)
+    return not ((kind == "binary" and not binary) or (kind == "non-negative" and lowest < 0))

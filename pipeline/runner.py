@@ -22,7 +22,6 @@ from tqdm.auto import tqdm
 
 from pipeline.config import PipelineConfig
 from pipeline.data import load_dataset
-from pipeline.rewards import BINARY_ONLY_METRICS, RewardScale
 from pipeline.data.dataset import (CASCADE_PROPENSITY, CONTEXT_ID, EVENT_ID, ITEM_ID, POSITION, PROPENSITY, RESPONSE,
                                    SLATE_ID, SLATE_PROPENSITY, TIMESTAMP)
 from pipeline.decision import choose_metric, decide, decision_values, pooled_draws, with_logging_draws
@@ -37,6 +36,7 @@ from pipeline.offpolicy import (OBSERVED_SLATE, SLATE_ESTIMATORS, CrossFittedRew
 from pipeline.offpolicy.external import external_target_terms, first_row_event, load_external_policy
 from pipeline.offpolicy.logging_model import LoggingPolicyModel
 from pipeline.report import fold_summary, leaderboard, seed_summary
+from pipeline.rewards import BINARY_ONLY_METRICS, RewardScale
 from pipeline.rundir import RunDirectory
 from pipeline.simulation import simulate
 from pipeline.split import make_folds

@@ -153,6 +153,13 @@ def wilson(successes: float, n: float) -> tuple[float, float]:
     return float(max(0.0, centre - half)), float(min(1.0, centre + half))
 
 
+def mean_wilson(mean: float, n: float, reward: RewardScale = CLICKS) -> tuple[float, float]:
+    """95% Wilson interval of a mean reward in ``[low, high]`` over ``n`` units: Wilson's interval of the mean on
+    the unit scale, mapped back (the variance bound behind it holds for any value in [0, 1], not only clicks)."""
+    unit = float(np.clip(reward.to_unit(mean), 0.0, 1.0))
+    return tuple(reward.from_unit(wilson(unit * n, n)).tolist())
+
+
 def honest_interval(value: float, bootstrap_interval: tuple[float, float], support: int,
                     reward: RewardScale = CLICKS) -> tuple[float, float]:
     """The bootstrap interval of a rate-like replay metric, widened where resampling cannot see the uncertainty
@@ -164,8 +171,7 @@ def honest_interval(value: float, bootstrap_interval: tuple[float, float], suppo
         return low, high  # undefined: no interval either
     if support < 2:
         return reward.low, reward.high
-    unit = float(np.clip(reward.to_unit(value), 0.0, 1.0))
-    floor_low, floor_high = reward.from_unit(wilson(unit * support, support)).tolist()
+    floor_low, floor_high = mean_wilson(value, support, reward)
     if np.isnan(low):
         return floor_low, floor_high
     return min(low, floor_low), max(high, floor_high)

@@ -54,8 +54,8 @@ class Dataset:
     """Logged interactions plus optional user and item tables.
 
     ``interactions`` has one row per logged event with ``event_id``, ``user_id``, ``item_id`` and a
-    ``response`` (0/1 clicks, or real-valued rewards: ``reward`` says which); optionally ``propensity`` (probability the logging policy showed that item),
-    ``timestamp``, and the ``event_context`` columns that describe the moment of the event.  When
+    ``response`` (0/1 clicks, or real-valued rewards: ``reward`` says which); optionally ``propensity``
+    (probability the logging policy showed that item), ``timestamp``, and the ``event_context`` columns that describe the moment of the event.  When
     ``event_context`` is non-empty every event is its own context; otherwise contexts are users, as in
     Mab2Rec.  ``test_mask`` marks rows of a given test file.  ``click_model`` is the hidden truth of
     synthetic data.

@@ -180,10 +180,7 @@ def _reward_scale(responses: pd.Series, config: FilesConfig, origin: str) -> Rew
             raise DataError(f"data.files: column {config.columns.response!r} of {origin} has {len(outside)} value(s) "
                             f"outside data.files.reward_range [{declared[0]:g}, {declared[1]:g}], e.g. "
                             f"{examples(outside)}")
-    scale = scale_of(responses.to_numpy(), declared)
-    if not scale.binary and POSITION in responses.index.names:  # pragma: no cover - positions are columns
-        raise DataError(origin)
-    return scale
+    return scale_of(responses.to_numpy(), declared)
 
 
 def _check_propensity(values: pd.Series, path: Path, column: str) -> None:

@@ -15,7 +15,8 @@ For an estimator written as ``combine(column sums)`` (``estimators.py``):
 - **interval**: ``value +- 1.96 max(se, sqrt(v / N))`` cut to [0, 1] (a click rate's range; the point estimate
   is not cut, so IPS and DR stay unbiased); for real-valued rewards in ``[low, high]`` the floor's ``q`` and
   ``D_e`` are taken on the unit scale ``(r - low) / (high - low)`` (where the Bernoulli bound holds for any
-  bounded reward), the variance scaled back, and the interval cut to ``[low, high]``; SNIPS: a Wilson interval on the Kish effective sample size
+  bounded reward), the variance scaled back, and the interval cut to ``[low, high]``; SNIPS: a Wilson
+  interval on the Kish effective sample size
   ``(sum w)^2 / sum w^2``; Switch-DR's reaches further by the corrections it dropped (``dropped``), since its
   bias is unknown otherwise;
 - **draws** for paired differences: the estimate on each of the fold's shared Poisson bootstrap resamples,
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.offpolicy.estimators import Estimator, LoggedFeedback
-from pipeline.uncertainty import Z_95, Bootstrap, wilson
+from pipeline.uncertainty import Z_95, Bootstrap, mean_wilson
 
 
 WIDEN_BELOW = 0.8  # draws spreading less than this share of the standard error are widened
@@ -98,8 +99,7 @@ def estimate(estimator: Estimator, data: LoggedFeedback, bootstrap: Bootstrap | 
     se = float(np.nanmax([delta_method_se(sums, estimator.combine), floor]))
     if estimator.self_normalised and not estimator.uses_reward_model:  # SNIPS
         effective = data.effective_sample_size
-        unit = float(np.clip(scale.to_unit(value), 0.0, 1.0))
-        low, high = scale.from_unit(wilson(unit * effective, effective)).tolist()
+        low, high = mean_wilson(value, effective, scale)
         se = max(se, (high - low) / (2 * Z_95))
     else:
         bias = estimator.dropped(data)  # Switch-DR: the interval reaches as far as the corrections it dropped

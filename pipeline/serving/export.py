@@ -26,7 +26,7 @@ from pipeline.data.dataset import (CASCADE_PROPENSITY, ITEM_ID, POSITION, PROPEN
                                    SLATE_PROPENSITY, TIMESTAMP, USER_ID)
 from pipeline.errors import ConfigError
 from pipeline.serving.served_log import served_logs
-from pipeline.serving.streams import ITEM_SEPARATOR, StreamKeys, decoded, ensure_partitions
+from pipeline.serving.streams import ITEM_SEPARATOR, StreamKeys, decoded, ensure_partitions, stream_id
 
 CHUNK = 10_000  # stream entries per read
 
@@ -45,7 +45,7 @@ def _responses(client, keys: StreamKeys):
         tag = stream.rsplit(":", 1)[1]
         for entry_id, fields in _entries(client, stream):
             entry_id = entry_id.decode()
-            yield f"{tag}-{entry_id}", pd.Timestamp(int(entry_id.split("-")[0]), unit="ms"), decoded(fields)
+            yield f"{tag}-{entry_id}", pd.Timestamp(stream_id(entry_id)[0], unit="ms"), decoded(fields)
 
 
 def served_rows(client, keys: StreamKeys) -> pd.DataFrame:

@@ -31,6 +31,7 @@ import time
 import redis
 
 from pipeline.serving.streams import ITEM_SEPARATOR, StreamKeys
+
 REQUEST_ID = re.compile(r"^([0-9a-f]{1,16})-(\d{1,15}-\d{1,15})$")
 MAX_BATCH = 1000  # entries per round trip
 PENDING_RETRIES = (0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32)  # seconds between feedback retries (0.6 s in all)

@@ -17,8 +17,8 @@ Keys, all under one hash tag ``{namespace}`` so a Redis Cluster keeps them on on
 Feedback is accepted by one Lua script (atomic in Redis): the request must exist and be younger than the
 window, the item must be one it showed, and no feedback on that item may have been given; then the event is
 appended.  A request newer than its served log's newest entry is ``pending`` (replicas append responses just
-after returning them): the replica asks again.  With ``--appendonly yes --appendfsync always`` the append is on disk before Redis replies, so the
-acknowledgement follows durability.
+after returning them): the replica asks again.  With ``--appendonly yes --appendfsync always`` the append is on
+disk before Redis replies, so the acknowledgement follows durability.
 """
 
 from __future__ import annotations
@@ -193,4 +193,3 @@ class PartitionStatistics:
     def from_hash(cls, fields: dict) -> "PartitionStatistics":
         arms = {field[len(ARM_FIELD):].decode(): blob for field, blob in fields.items() if field.startswith(ARM_FIELD)}
         return cls(arms, fields[b"version"].decode(), fields[b"last_id"].decode(), int(fields[b"applied"]))
-

@@ -34,7 +34,7 @@ from typing import Protocol
 import gymnasium
 import numpy as np
 
-from pipeline.policies import PolicySpec, accepted_rewards
+from pipeline.policies import REAL_REWARD_POLICIES, PolicySpec, accepted_rewards, learns_from
 from pipeline.scoring import scorer_for, top_k
 
 
@@ -94,12 +94,10 @@ def episode_returns(records) -> list[tuple[int, float]]:
 
 
 def check_reward(spec: PolicySpec, reward: float) -> None:
-    kind = accepted_rewards(spec)
-    if not np.isfinite(reward) or (kind == "binary" and reward not in (0, 1)) or (kind == "non-negative"
-                                                                                 and reward < 0):
-        raise ValueError(f"policy {spec.name!r} ({type(spec.learning_policy).__name__}) learns from {kind} rewards; "
-                         f"the environment gave {reward!r}. Use a policy that takes real rewards (LinUCB, LinTS, "
-                         "LinGreedy, EpsilonGreedy, UCB1, NeuralLinear) or rescale the reward")
+    if not np.isfinite(reward) or not learns_from(spec, reward, reward in (0, 1)):
+        raise ValueError(f"policy {spec.name!r} ({type(spec.learning_policy).__name__}) learns from "
+                         f"{accepted_rewards(spec)} rewards; the environment gave {reward!r}. Use a policy that takes "
+                         f"real rewards ({REAL_REWARD_POLICIES}) or rescale the reward")
 
 
 class PolicyAgent:

@@ -33,6 +33,10 @@ from pipeline.sessions.environment import shop_session_env
 EVALUATION_STREAM = 10_000  # evaluation calendars are seeded apart from the training ones
 
 
+DQN_HYPERPARAMETERS = {"learning_starts": 1_000, "buffer_size": 50_000, "exploration_fraction": 0.3,
+                       "target_update_interval": 1_000, "train_freq": 4, "learning_rate": 5e-4, "gamma": 0.9}
+
+
 @dataclass
 class ComparisonSettings:
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
@@ -40,13 +44,10 @@ class ComparisonSettings:
     train_steps: int = 20_000
     batch_size: int = 500  # bandits: steps between two partial_fit calls (MABWiser deep-copies every arm on each)
     rl: dict[str, dict] = field(default_factory=lambda: {
-        "DQN": {"learning_starts": 1_000, "buffer_size": 50_000, "exploration_fraction": 0.3,
-                "target_update_interval": 1_000, "train_freq": 4, "learning_rate": 5e-4, "gamma": 0.9},
+        "DQN": dict(DQN_HYPERPARAMETERS),
         "PPO": {"n_steps": 1_024, "batch_size": 128, "learning_rate": 3e-4, "gamma": 0.9, "ent_coef": 0.01},
-        "DQN-items": {"learning_starts": 1_000, "buffer_size": 50_000, "exploration_fraction": 0.3,
-                      "target_update_interval": 1_000, "train_freq": 4, "learning_rate": 5e-4, "gamma": 0.9},
+        "DQN-items": dict(DQN_HYPERPARAMETERS),  # DQN's, not tuned for the item-embedding network
     })
-
 
 def evaluate(agent, env, seed: int) -> pd.DataFrame:
     """One whole calendar of visits, the agent frozen: one row per session."""
