@@ -1,5 +1,6 @@
 """The production path: replicas, the feedback stream, the trainer, exploration and the export (Redis needed)."""
 
+import http.client
 import json
 import math
 import os
@@ -302,8 +303,8 @@ def _post(port, path, body):
                                      headers={"content-type": "application/json"})
     try:
         return json.loads(urllib.request.urlopen(request, timeout=10).read())
-    except (urllib.error.URLError, ConnectionError):
-        return None  # a killed replica
+    except (urllib.error.URLError, ConnectionError, http.client.HTTPException):
+        return None  # a killed replica (HTTPException: killed between a response's headers and its body)
 
 
 class Users(threading.Thread):
