@@ -135,15 +135,18 @@ def run(config, quiet: bool) -> int:
     print(f"\nLeaderboard (k={k}, mean over {folds} fold(s) and {seeds} seed(s); columns in order of trust: decision "
           "metric, truth, off-policy, replay)")
     print(format_leaderboard(outcome.leaderboard))
-    if outcome.off_policy is not None:
-        print(f"\nOff-policy estimates at k={k} with 95% intervals and overlap (off_policy.csv; '!' = unreliable):")
-        print(format_off_policy(outcome.off_policy, k, [config.evaluation.decision.estimator, "SNIPS", OBSERVED]))
-        slates = outcome.off_policy[outcome.off_policy["estimator"] == OBSERVED_SLATE]
+    if outcome.off_policy_pooled is not None:
+        pooled = outcome.off_policy_pooled
+        shown = [name for name in outcome.leaderboard_estimators if name not in SLATE_ESTIMATORS]
+        print(f"\nOff-policy estimates at k={k} with 95% intervals and overlap (off_policy_pooled.csv, pooled over "
+              "seeds and folds; '!' = flagged unreliable, the reason in its flag column):")
+        print(format_off_policy(pooled, k, [*shown, OBSERVED]))
+        slates = pooled[pooled["estimator"] == OBSERVED_SLATE]
         if len(slates):
             slots = int(slates["k"].iloc[0])
             print(f"\nSlate estimates: click rate per slot of each policy's top-{slots} list in the log's {slots}-slot "
-                  "impressions (off_policy.csv):")
-            print(format_off_policy(outcome.off_policy, slots, [*SLATE_ESTIMATORS, OBSERVED_SLATE]))
+                  "impressions (off_policy_pooled.csv):")
+            print(format_off_policy(pooled, slots, [*SLATE_ESTIMATORS, OBSERVED_SLATE]))
     if outcome.off_policy_summary is not None:
         overall = outcome.off_policy_summary.query("policy == 'ALL'").set_index(["k", "estimator"])
         print("\nOff-policy estimates against the truth (true_ctr@k; slate estimators: true_slate_ctr@L) over all "

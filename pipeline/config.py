@@ -131,6 +131,9 @@ class FilesConfig(Strict):
     reward_range: tuple[float, float] | None = Field(
         None, description="[low, high] a real-valued response can take (bounds its intervals); null: 0/1 clicks when "
                           "every response is 0 or 1, else the range observed in the data")
+    unknown_users: Literal["error", "drop"] = Field(
+        "error", description="interactions whose user is missing from user_features: error, or drop them (counted "
+                             "in run.json and printed)")
 
     @model_validator(mode="after")
     def _one_layout(self) -> "FilesConfig":
@@ -214,6 +217,8 @@ class FeaturesConfig(Strict):
                                 "rows), minmax (0-1 on the training rows) or none (as given, like Mab2Rec)")
     item_scaling: Literal["standard", "minmax", "none"] = Field(
         "standard", description="numeric item columns, scaled over the catalog the same ways")
+    one_hot_warning: int = Field(200, ge=1, description="a note when the categorical columns of the item, user or "
+                                                        "event table become more one-hot columns than this")
 
 
 # ----------------------------------------------------------------------------------------- policies
@@ -283,6 +288,11 @@ class OffPolicyConfig(Strict):
     min_effective_sample_size: float = Field(30.0, ge=1, description="below it an estimate is flagged unreliable")
     max_weight_share: float = Field(0.2, gt=0, le=1, description="largest single weight over the sum of weights "
                                                                  "above which an estimate is flagged unreliable")
+    max_mean_weight_gap: float = Field(0.1, gt=0, description="an estimate is flagged when its mean importance "
+                                                              "weight (1 under full support) is significantly "
+                                                              "farther than this from 1")
+    min_effective_clicks: float = Field(10.0, ge=0, description="an estimate resting on fewer effective clicks "
+                                                                "(Kish's count of its weighted clicks) is flagged")
     max_unsupported_share: float = Field(0.01, ge=0, le=1, description="share of the policy's choices on items the "
                                                                        "log never shows, above which it is flagged")
 
@@ -309,13 +319,18 @@ class DecisionConfig(Strict):
     metric: Literal["auto", "truth", "off_policy", "replay"] = Field(
         "auto", description="auto: the true value on synthetic data, else the off-policy estimate of the list's "
                             "value, else replay CTR (flagged, and refused under non-uniform logging)")
-    estimator: Literal["IPS", "SNIPS", "DR", "SNDR", "SwitchDR"] = Field(
-        "DR", description="the off-policy estimator the decision uses")
-    slate_estimator: Literal["IIPS", "SN-IIPS", "SIPS", "SN-SIPS", "RIPS", "SN-RIPS", "PI"] = Field(
-        "IIPS", description="the estimator the decision uses on a slate log (a position column): the slate's "
-                            "click rate per slot")
+    estimator: Literal["auto", "IPS", "SNIPS", "DR", "SNDR", "SwitchDR"] = Field(
+        "auto", description="the off-policy estimator the decision uses; auto: the one with the smallest "
+                            "estimated mean squared error on this log (offpolicy/selection.py)")
+    slate_estimator: Literal["auto", "IIPS", "SN-IIPS", "SIPS", "SN-SIPS", "RIPS", "SN-RIPS", "PI"] = Field(
+        "auto", description="the estimator the decision uses on a slate log (a position column): the slate's "
+                            "click rate per slot; auto: the smallest estimated mean squared error among those the "
+                            "log supports")
     baseline: str | None = Field("Logging", description="policy every candidate is compared with; Logging is the "
                                                         "policy that wrote the log (null: none)")
+    min_lift: float = Field(0.05, gt=0, description="the smallest lift over the baseline worth detecting, relative "
+                                                    "to its value: when nothing beats the baseline, the decision says "
+                                                    "how many logged events would detect it")
 
 
 class EvaluationConfig(Strict):

@@ -1,26 +1,36 @@
-"""Which policy to ship: paired comparisons on shared bootstrap resamples, and a rule that may say "no decision".
+"""Which policy to ship: paired comparisons on shared bootstrap resamples, and a verdict the data support.
 
 **Metric** (``evaluation.decision.metric``, ``auto`` by default), always the value of the top-k list at
-``k = leaderboard_k``: the true value (``true_ctr@k``) where a click model exists; else the chosen off-policy
-estimate of it (``DR@k`` by default; unbiased under the log's propensities), or on a slate log (a ``position``
-column) the slate estimate of the click rate per slot (``IIPS@L`` by default, ``L`` slots); else replay
-``CTR@k``, which is unbiased only under uniform logging and is refused when the propensities vary.
+``k = leaderboard_k``: the true value (``true_ctr@k``) where a click model exists; else the off-policy estimate
+of it (the estimator ``evaluation.decision.estimator`` names, or with ``auto`` the one ``offpolicy/selection.py``
+finds most accurate on this log), or on a slate log (a ``position`` column) the slate estimate of the click rate
+per slot; else replay ``CTR@k``, which is unbiased only under uniform logging and is refused when the
+propensities vary.
 
 **Paired differences.** All policies of a fold are resampled with the same Poisson weights over the test
-contexts, so ``draw_r(A) - draw_r(B)`` is a draw of their difference; draws are averaged over folds and
-seeds resample by resample (each fold's resamples are independent).  For each policy:
+contexts, so ``draw_r(A) - draw_r(B)`` is a draw of their difference; draws are averaged over folds and seeds
+resample by resample (``pooling.py``).  For each policy: its value and pooled 95% interval, its differences to the
+leader (highest value) and to the baseline with 95% percentile intervals, ``p_best`` (the share of resamples in
+which it is the highest) and ``expected_loss`` (the mean over resamples of ``max_j draw_r(j) - draw_r(it)``).
+``A`` is *significantly better* than ``B`` when the 2.5% point of ``A - B`` is above 0.
 
-- its difference to the leader (highest value) and to the baseline, with 95% percentile intervals;
-- ``p_best``: the share of resamples in which it is the highest;
-- ``expected_loss``: the mean over resamples of ``max_j draw_r(j) - draw_r(it)``, what choosing it costs in
-  expectation.
+**Verdict** (``verdict`` in ``decision.json``), with a baseline (``evaluation.decision.baseline``, default the
+logging policy):
 
-**Rule.** Contenders are the policies whose difference to the leader is not significantly below zero; the
-pick is the contender with the highest 95% lower bound (the safest of the not-worse).  When every policy is a
-contender (nothing separates from anything) there is no decision, and the report says what it would take:
-the minimum detectable difference between the top two at this data size (80% power, 5% two-sided), the
-logged events needed to separate them at the observed difference, and the users per arm an A/B test would
-need for that difference.
+- ``ship``: exactly one policy is significantly better than the baseline and not significantly worse than any
+  other;
+- ``tie``: several are; they are indistinguishable, shipping either is fine (``policy`` is the one with the
+  highest lower bound, ``tied`` lists them all), and the report says how many logged test events would separate
+  the top two;
+- ``keep_baseline``: no policy is shown to beat the baseline; the report says how many logged test events it
+  would take to detect the smallest interesting lift (``evaluation.decision.min_lift``, relative to the
+  baseline's value) over it;
+- ``no_decision``, with the reason: fewer than two policies with draws; the only policies shown better than the
+  baseline have estimates the overlap diagnostics flag unreliable; or, without a baseline, nothing separates.
+
+Without a baseline a policy must be significantly better than every other to be shipped (``tie`` when several
+are not significantly worse than any other, and some are significantly worse).  Estimates flagged unreliable
+never make a ``ship`` or a ``tie``, and a leader flagged unreliable is named as such in ``reason``.
 """
 
 from __future__ import annotations
@@ -29,21 +39,26 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import EvaluationConfig
-from pipeline.evaluation import LOGGING, ORACLE, TRUE_SLATE_CTR
+from pipeline.evaluation import ORACLE, TRUE_SLATE_CTR
+from pipeline.labels import split_label
 from pipeline.offpolicy import OBSERVED, observed_name
+from pipeline.pooling import PERCENTILES, interval_of_draws
 from pipeline.rewards import CLICKS, RewardScale
 from pipeline.uncertainty import Z_95
 
 Z_POWER_80 = 0.8416212335729143
+POWER_FACTOR = Z_95 + Z_POWER_80  # 5% two-sided at 80% power
+VERDICTS = ("ship", "tie", "keep_baseline", "no_decision")
 
 
 def choose_metric(evaluation: EvaluationConfig, has_truth: bool, has_off_policy: bool, replay_biased: bool,
-                  slate_size: int | None = None, slate_estimates: bool = False) -> tuple[str | None, str | None, str]:
+                  slate_size: int | None = None, slate_estimates: bool = False, estimator: str | None = None
+                  ) -> tuple[str | None, str | None, str]:
     """(label, kind, why) of the metric the decision rests on; label None when none is usable.  ``slate_size``:
     the slots per impression of a slate log, whose value in those slots is then the decision's estimand
-    (estimated by the slate estimators when ``slate_estimates``)."""
+    (estimated by the slate estimators when ``slate_estimates``); ``estimator``: the off-policy estimator (the
+    config's, or the one chosen for ``auto``)."""
     wanted, k = evaluation.decision.metric, evaluation.leaderboard_k
-    estimator = evaluation.decision.estimator
     if wanted in ("auto", "truth") and has_truth and slate_size is not None:
         return f"{TRUE_SLATE_CTR}@{slate_size}", "truth", (
             f"the true clicks per slot of each policy's top-{slate_size} list in the log's {slate_size}-slot "
@@ -52,15 +67,16 @@ def choose_metric(evaluation: EvaluationConfig, has_truth: bool, has_off_policy:
         return f"true_ctr@{k}", "truth", (f"the true value of each policy's top-{k} list (true_ctr@{k}), from the "
                                           "synthetic click model")
     if wanted in ("auto", "off_policy") and has_off_policy and slate_estimates:
-        name = evaluation.decision.slate_estimator
+        name = estimator or evaluation.decision.slate_estimator
         return f"{name}@{slate_size}", "off_policy", (
             f"the {name} estimate of each policy's click rate per slot when its top-{slate_size} list fills the "
             f"log's {slate_size}-slot impressions (a slate log: clicks depend on the slot, so the slate estimators' "
             "value, not the one-item list value, is what the policy would earn there)")
     if wanted in ("auto", "off_policy") and has_off_policy:
-        return f"{estimator}@{k}", "off_policy", (
-            f"the {estimator} estimate of each policy's top-{k} list value from the logged propensities (unbiased "
-            "under the logging policy where it gives every chosen item a positive propensity)")
+        name = estimator or evaluation.decision.estimator
+        return f"{name}@{k}", "off_policy", (
+            f"the {name} estimate of each policy's top-{k} list value from the logged propensities (unbiased or "
+            "consistent under the logging policy where it gives every chosen item a positive propensity)")
     if wanted in ("auto", "replay") and not replay_biased:
         return f"CTR@{k}", "replay", (f"replay CTR@{k} (Mab2Rec/Jurity): unweighted, so unbiased only if the log was "
                                       "collected uniformly at random (no off-policy estimate is available to do better)")
@@ -72,118 +88,212 @@ def choose_metric(evaluation: EvaluationConfig, has_truth: bool, has_off_policy:
     return None, None, f"evaluation.decision.metric is {wanted!r} but {source}"
 
 
-def with_logging_draws(draws: pd.DataFrame, label: str) -> pd.DataFrame:
-    """The draws of ``label``, with the logging policy's observed-rate draws standing in for it where ``label`` is
-    an estimate (the logging policy's value on its own log is observed, not estimated)."""
-    if label.startswith("true_"):
-        return draws[draws["label"] == label]
-    name, _, k = label.rpartition("@")
-    observed = (draws["policy"] == LOGGING) & (draws["label"] == f"{observed_name(name)}@{k}")
-    return pd.concat([draws[(draws["label"] == label) & (draws["policy"] != LOGGING)],
-                      draws[observed].assign(label=label)], ignore_index=True)
+class Comparison:
+    """The pooled draws of every candidate (policies x resamples) and the paired comparisons between them."""
 
+    def __init__(self, values: pd.Series, draws: pd.DataFrame, reward: RewardScale):
+        self.policies = [p for p in draws.index if p != ORACLE and np.isfinite(values.get(p, np.nan))]
+        self.matrix = draws.loc[self.policies].to_numpy(dtype=float)
+        self.point = values.reindex(self.policies).to_numpy(dtype=float)
+        self.reward = reward
 
-def pooled_draws(draws: pd.DataFrame, label: str) -> pd.DataFrame:
-    """(policies x resamples): each policy's draws of ``label`` averaged over (seed, fold), resample by resample.
+    def index(self, policy: str) -> int:
+        return self.policies.index(policy)
 
-    ``draws``: long rows ``seed, fold, policy, label, resample, value``; a policy missing from some (seed, fold)
-    is left out (its average would not be comparable)."""
-    rows = draws[draws["label"] == label]
-    if rows.empty:
-        return pd.DataFrame()
-    cells = rows.groupby(["seed", "fold"]).ngroups
-    per_policy = rows.groupby("policy")[["seed", "fold"]].apply(lambda g: len(g.drop_duplicates()))
-    complete = per_policy.index[per_policy == cells]
-    rows = rows[rows["policy"].isin(complete)]
-    return rows.groupby(["policy", "resample"])["value"].mean().unstack("resample")
+    def difference(self, a: int, b: int) -> tuple[float, float, float, float]:
+        """Point, interval and standard deviation of the paired difference ``a - b``."""
+        draws = self.matrix[a] - self.matrix[b]
+        low, high = np.clip(np.percentile(draws, PERCENTILES), -self.reward.width, self.reward.width)
+        return float(self.point[a] - self.point[b]), float(low), float(high), float(draws.std())
+
+    def significantly_better(self) -> np.ndarray:
+        """``better[a, b]``: the 2.5% point of the paired difference ``a - b`` is above 0."""
+        differences = self.matrix[:, None, :] - self.matrix[None, :, :]
+        return np.percentile(differences, PERCENTILES[0], axis=2) > 0
+
+    def table(self, leader: int, baseline: int | None, flags: dict[str, str]) -> pd.DataFrame:
+        table = pd.DataFrame({"policy": self.policies, "value": self.point})
+        table["low"], table["high"] = interval_of_draws(self.matrix, self.point, self.reward)
+        for name, reference in (("leader", leader), ("baseline", baseline)):
+            if reference is None:
+                continue
+            cells = [self.difference(i, reference) for i in range(len(self.policies))]
+            table[f"diff_to_{name}"], table[f"diff_to_{name}_low"], table[f"diff_to_{name}_high"] = \
+                (np.array([cell[j] for cell in cells]) for j in range(3))
+        best = self.matrix.max(axis=0)
+        is_best = self.matrix == best
+        table["p_best"] = (is_best / is_best.sum(axis=0)).mean(axis=1)  # ties share the win
+        table["expected_loss"] = (best - self.matrix).mean(axis=1)
+        better = self.significantly_better()
+        table["not_worse_than_any"] = ~better.any(axis=0)
+        if baseline is not None:
+            table["better_than_baseline"] = better[:, baseline]
+        table["reliable"] = [not flags.get(p) for p in self.policies]
+        table["flag"] = [flags.get(p, "") for p in self.policies]
+        return table
 
 
 def decide(values: pd.Series, draws: pd.DataFrame, label: str, kind: str, metric_reason: str,
-           baseline: str | None, n_test_events: int, reliable: pd.Series | None = None,
-           reward: RewardScale = CLICKS) -> tuple[dict, pd.DataFrame]:
+           baseline: str | None, n_test_events: int, flags: dict[str, str] | None = None,
+           reward: RewardScale = CLICKS, min_lift: float = 0.05) -> tuple[dict, pd.DataFrame]:
     """The decision (for ``decision.json``) and one row per policy (for ``decision.csv``).
 
     ``values``: each policy's point value of the metric (mean over seeds and folds); ``draws``: the output of
-    ``pooled_draws``; ``reliable``: per policy, False where the off-policy diagnostics flagged its estimate;
-    ``reward``: the range of the mean reward the metric is (0/1 clicks: a click rate in [0, 1])."""
-    base = {"metric": label, "metric_kind": kind, "metric_reason": metric_reason, "k": _k_of(label),
-            "baseline": baseline, "n_test_events": int(n_test_events)}
-    candidates = [p for p in draws.index if p != ORACLE and np.isfinite(values.get(p, np.nan))]
-    if len(candidates) < 2:
-        return {**base, "policy": candidates[0] if candidates else None,
-                "reason": "fewer than two policies have a value of this metric with bootstrap draws "
-                          "(evaluation.bootstrap_resamples > 0 is needed to compare them)"}, pd.DataFrame()
-    matrix = draws.loc[candidates].to_numpy(dtype=float)
-    point = values.reindex(candidates).to_numpy(dtype=float)
-    leader = int(np.argmax(point))
-    best_per_draw = matrix.max(axis=0)
-    is_best = matrix == best_per_draw
-    table = pd.DataFrame({"policy": candidates, "value": point})
-    # Every decision metric is a mean reward (a click rate for clicks): intervals stay in [low, high], differences
-    # in [-(high - low), high - low] (the draws of a sparse off-policy estimate are widened by normal noise and
-    # can reach past them).
-    table["low"], table["high"] = reward.clip(np.percentile(matrix, [2.5, 97.5], axis=1))
-    to_leader = matrix - matrix[leader]
-    table["diff_to_leader"] = point - point[leader]
-    table["diff_to_leader_low"], table["diff_to_leader_high"] = _difference_interval(to_leader, reward)
-    table["p_best"] = (is_best / is_best.sum(axis=0)).mean(axis=1)  # ties share the win
-    table["expected_loss"] = (best_per_draw - matrix).mean(axis=1)
-    if baseline in candidates:
-        to_baseline = matrix - matrix[candidates.index(baseline)]
-        table["diff_to_baseline"] = point - point[candidates.index(baseline)]
-        table["diff_to_baseline_low"], table["diff_to_baseline_high"] = _difference_interval(to_baseline, reward)
-    table["reliable"] = [bool(reliable.get(p, True)) if reliable is not None else True for p in candidates]
-    table["contender"] = table["diff_to_leader_high"] >= 0
-    table.loc[leader, "contender"] = True
+    ``pooling.pooled_draws``; ``flags``: per policy, why the off-policy diagnostics flag its estimate (absent or
+    empty: reliable); ``reward``: the range of the mean reward the metric is; ``min_lift``: the smallest lift
+    over the baseline worth detecting, relative to its value."""
+    flags = flags or {}
+    base = {"metric": label, "metric_kind": kind, "metric_reason": metric_reason, "k": split_label(label)[1],
+            "baseline": baseline, "n_test_events": int(n_test_events), "min_lift": min_lift}
+    comparison = Comparison(values, draws, reward) if len(draws) else None
+    if comparison is None or len(comparison.policies) < 2:
+        found = comparison.policies if comparison is not None else []
+        return {**base, **verdict("no_decision", None,
+                                  "fewer than two policies have a value of this metric with bootstrap draws "
+                                  "(evaluation.bootstrap_resamples > 0 is needed to compare them)"),
+                "policies": [{"policy": p} for p in found]}, pd.DataFrame()
+    policies = comparison.policies
+    leader = int(np.argmax(comparison.point))
+    base_index = policies.index(baseline) if baseline in policies else None
+    table = comparison.table(leader, base_index, flags)
+    runner_up = int(np.argsort(comparison.point)[-2])
+    outcome = _verdict(comparison, table, leader, base_index, flags)
+    sizing = _sizing(comparison, table, outcome, leader, runner_up, base_index, n_test_events, min_lift, flags)
+    reason = outcome["reason"] + sizing.pop("sentence")
+    leader_flag = flags.get(policies[leader])
+    if leader_flag and leader_flag not in reason:
+        reason += f" The leader {policies[leader]}'s estimate is flagged unreliable ({leader_flag})."
+    if baseline is not None and base_index is None:
+        reason += f" The baseline {baseline} has no value of {label} here, so nothing is compared with it."
+    return {**base, **outcome, "reason": reason, **sizing, "policies": _records(table)}, table
 
-    runner_up = int(np.argsort(point)[-2])
-    gap_draws = matrix[leader] - matrix[runner_up]
-    se = float(gap_draws.std())
-    mde = (Z_95 + Z_POWER_80) * se
-    gap = float(point[leader] - point[runner_up])
-    power = (Z_95 + Z_POWER_80) ** 2
-    # A/B sizing from the Bernoulli variance on the unit scale: exact for clicks, an upper bound for other rewards
-    p1, p2 = np.clip(reward.to_unit(point[[leader, runner_up]]), 0, 1)
+
+def verdict(kind: str, policy: str | None, reason: str, tied: list[str] | None = None) -> dict:
+    headline = {"ship": f"ship {policy}",
+                "tie": f"tie: {_names(tied or ['?']).replace(' and ', ' or ')} (indistinguishable; shipping any "
+                       "of them is fine)",
+                "keep_baseline": f"keep the baseline {policy} (nothing is shown to beat it)",
+                "no_decision": "no decision"}[kind]
+    return {"verdict": kind, "policy": policy, "tied": tied or [], "headline": headline, "reason": reason}
+
+
+def _verdict(comparison: Comparison, table: pd.DataFrame, leader: int, baseline: int | None,
+             flags: dict[str, str]) -> dict:
+    policies = comparison.policies
+    not_worse = table["not_worse_than_any"].to_numpy()
+    if baseline is not None:
+        name = policies[baseline]
+        better = table["better_than_baseline"].to_numpy()
+        winners = [p for p, ok in zip(policies, better & not_worse) if ok]
+        reliable = [p for p in winners if not flags.get(p)]
+        described = "significantly better than the baseline {} and not significantly worse than any other".format(name)
+        if len(reliable) == 1:
+            return verdict("ship", reliable[0], f"{reliable[0]} is {described} ({_versus(table, reliable[0], 'baseline')})")
+        if reliable:
+            best = _safest(table, reliable)
+            return verdict("tie", best, f"{_names(reliable)} are each {described}, and not significantly "
+                                        "different from one another", _by_value(table, reliable))
+        if winners:
+            return verdict("no_decision", None, f"{_names(winners)} would be {described}, but "
+                                                f"{'its estimate is' if len(winners) == 1 else 'their estimates are'} "
+                                                f"flagged unreliable ({'; '.join(flags[p] for p in winners)})")
+        if better.any():
+            shown = [p for p, ok in zip(policies, better) if ok]
+            return verdict("no_decision", None, f"{_names(shown)} {'beats' if len(shown) == 1 else 'beat'} the "
+                                                f"baseline {name} but {'is' if len(shown) == 1 else 'are'} "
+                                                "significantly worse than another policy that does not")
+        closest = _challenger(table, baseline, flags)
+        sentence = f"no policy is significantly better than the baseline {name}"
+        if closest is not None:
+            sentence += f"; the closest, {policies[closest]}, differs by {_versus(table, policies[closest], 'baseline')}"
+        return verdict("keep_baseline", name, sentence)
+    top = [p for p, ok in zip(policies, not_worse) if ok]
+    if len(top) == len(policies):
+        return verdict("no_decision", None, f"no policy is significantly different from the leader "
+                                            f"{policies[leader]} (all {len(policies)} paired 95% intervals of the "
+                                            "difference to it contain 0)")
+    reliable = [p for p in top if not flags.get(p)]
+    if len(reliable) == 1:
+        return verdict("ship", reliable[0], f"{reliable[0]} is significantly better than every other policy")
+    if reliable:
+        return verdict("tie", _safest(table, reliable), f"{_names(reliable)} are each significantly better than "
+                                                        "the rest and indistinguishable from one another",
+                       _by_value(table, reliable))
+    return verdict("no_decision", None, f"the policies not shown worse than another ({_names(top)}) have "
+                                        "estimates flagged unreliable")
+
+
+def _names(policies: list[str]) -> str:
+    """``A``, ``A and B``, ``A, B and C``."""
+    return policies[0] if len(policies) == 1 else f"{', '.join(policies[:-1])} and {policies[-1]}"
+
+
+def _safest(table: pd.DataFrame, policies: list[str]) -> str:
+    """Among ``policies``, the one with the highest lower bound."""
+    rows = table[table["policy"].isin(policies)]
+    return str(rows.loc[rows["low"].idxmax(), "policy"])
+
+
+def _by_value(table: pd.DataFrame, policies: list[str]) -> list[str]:
+    return table[table["policy"].isin(policies)].sort_values("value", ascending=False)["policy"].tolist()
+
+
+def _versus(table: pd.DataFrame, policy: str, reference: str) -> str:
+    row = table.set_index("policy").loc[policy]
+    return (f"{row[f'diff_to_{reference}']:+.4f} [{row[f'diff_to_{reference}_low']:+.4f}, "
+            f"{row[f'diff_to_{reference}_high']:+.4f}]")
+
+
+def _challenger(table: pd.DataFrame, baseline: int, flags: dict[str, str]) -> int | None:
+    """The best policy other than the baseline by value, preferring reliable estimates."""
+    others = table.drop(index=baseline)
+    reliable = others[~others["policy"].map(lambda p: bool(flags.get(p)))]
+    pool = reliable if len(reliable) else others
+    return int(pool["value"].idxmax()) if len(pool) else None
+
+
+def _sizing(comparison: Comparison, table: pd.DataFrame, outcome: dict, leader: int, runner_up: int,
+            baseline: int | None, n_test_events: int, min_lift: float, flags: dict[str, str]) -> dict:
+    """How much data the decision would need: the top two's smallest detectable difference and the events (or A/B
+    users per arm) that would separate them; for ``keep_baseline``, the events to detect the smallest interesting
+    lift over the baseline.  A/B sizes use the Bernoulli variance on the unit scale (exact for clicks, an upper
+    bound for other rewards)."""
+    reward = comparison.reward
+    first, second = leader, runner_up
+    if outcome["verdict"] == "tie":
+        first, second = (comparison.index(p) for p in outcome["tied"][:2])
+    gap, _, _, spread = comparison.difference(first, second)
+    mde = POWER_FACTOR * spread
+    p1, p2 = np.clip(reward.to_unit(comparison.point[[first, second]]), 0, 1)
     unit_gap = gap / reward.width
-    sizing = {"leader": candidates[leader], "runner_up": candidates[runner_up], "top_two_difference": gap,
-              "top_two_difference_se": se, "minimum_detectable_difference": mde,
+    sizing = {"leader": comparison.policies[leader], "runner_up": comparison.policies[runner_up],
+              "top_two_difference": float(comparison.point[leader] - comparison.point[runner_up]),
+              "top_two_difference_se": spread, "minimum_detectable_difference": mde,
               "events_to_separate_top_two": int(np.ceil(n_test_events * (mde / gap) ** 2)) if gap > 0 else None,
               "ab_users_per_arm_to_separate_top_two":
-                  int(np.ceil(power * (p1 * (1 - p1) + p2 * (1 - p2)) / unit_gap ** 2)) if gap > 0 else None}
-
-    contenders = table[table["contender"]]
-    if len(contenders) == len(table):
-        detectable = (f"the smallest difference this run can detect is {mde:.4f}" if mde < reward.width else
-                      f"no difference within the metric's range can be detected (the smallest detectable is {mde:.2f})")
-        reason = (f"no decision: no policy's {label} is significantly different from the leader "
-                  f"{candidates[leader]}'s (all {len(table)} 95% paired intervals of the difference contain 0). "
-                  f"At {n_test_events:,} test events {detectable}; the top two differ by {gap:.4f}")
-        if sizing["events_to_separate_top_two"]:
-            reason += (f", which would take about {sizing['events_to_separate_top_two']:,} logged test events, or an "
-                       f"A/B test with {sizing['ab_users_per_arm_to_separate_top_two']:,} users per arm")
-        return {**base, "policy": None, "reason": reason + ".", **sizing, "policies": _records(table)}, table
-    lower_bounds = pd.Series(np.percentile(matrix, 2.5, axis=1), index=table.index)  # before the cut to the range
-    chosen = table.loc[lower_bounds[contenders.index].idxmax()]
-    reason = (f"{chosen['policy']}: the highest 95% lower bound ({chosen['low']:.4f}) among the {len(contenders)} "
-              f"of {len(table)} policies not significantly worse than the leader {candidates[leader]} on {label}")
-    if baseline in candidates and chosen["policy"] != baseline:
-        low, high = chosen["diff_to_baseline_low"], chosen["diff_to_baseline_high"]
-        verdict = "better than" if low > 0 else "worse than" if high < 0 else "not distinguishable from"
-        reason += (f"; {verdict} the baseline {baseline} (difference {chosen['diff_to_baseline']:+.4f} "
-                   f"[{low:+.4f}, {high:+.4f}])")
-    if not chosen["reliable"]:
-        reason += "; its estimate is flagged unreliable by the overlap diagnostics (see off_policy.csv)"
-    return {**base, "policy": chosen["policy"], "reason": reason + ".", **sizing, "policies": _records(table)}, table
-
-
-def _difference_interval(differences: np.ndarray, reward: RewardScale) -> np.ndarray:
-    """95% percentile interval of each row of paired differences, cut to [-(high - low), high - low]."""
-    return np.clip(np.percentile(differences, [2.5, 97.5], axis=1), -reward.width, reward.width)
-
-
-def _k_of(label: str) -> int | None:
-    tail = label.rpartition("@")[2]
-    return int(tail) if tail.isdigit() else None
+                  int(np.ceil(POWER_FACTOR ** 2 * (p1 * (1 - p1) + p2 * (1 - p2)) / unit_gap ** 2)) if gap > 0 else None}
+    if outcome["verdict"] == "tie":
+        events = sizing["events_to_separate_top_two"]
+        sizing["sentence"] = (f"; about {events:,} logged test events would separate {outcome['tied'][0]} from "
+                              f"{outcome['tied'][1]} (they differ by {gap:.4f}; the smallest detectable difference at "
+                              f"{n_test_events:,} test events is {mde:.4f})." if events else
+                              f"; they have the same value ({gap:.4f}).")
+    elif outcome["verdict"] == "keep_baseline" and baseline is not None:
+        challenger = _challenger(table, baseline, flags)
+        lift = min_lift * abs(comparison.point[baseline])
+        spread = comparison.difference(challenger, baseline)[3] if challenger is not None else np.nan
+        events = int(np.ceil(n_test_events * (POWER_FACTOR * spread / lift) ** 2)) if lift > 0 and spread > 0 else None
+        sizing.update(smallest_interesting_lift=lift, events_to_detect_lift=events)
+        sizing["sentence"] = (f". Detecting a lift of {min_lift:.0%} ({lift:.4f}) over it would take about "
+                              f"{events:,} logged test events ({n_test_events:,} here)." if events else ".")
+    elif outcome["verdict"] == "no_decision" and gap > 0:
+        events = sizing["events_to_separate_top_two"]
+        sizing["sentence"] = (f". At {n_test_events:,} test events the smallest detectable difference is {mde:.4f}; "
+                              f"the top two differ by {gap:.4f}, which would take about {events:,} logged test events, "
+                              f"or an A/B test with {sizing['ab_users_per_arm_to_separate_top_two']:,} users per arm.")
+    else:
+        sizing["sentence"] = "."
+    return sizing
 
 
 def _records(table: pd.DataFrame) -> list[dict]:
@@ -191,19 +301,20 @@ def _records(table: pd.DataFrame) -> list[dict]:
              for key, value in row.items()} for row in table.to_dict("records")]
 
 
-def decision_values(label: str, kind: str, metrics: pd.DataFrame, off_policy: pd.DataFrame | None
-                    ) -> tuple[pd.Series, pd.Series | None]:
-    """Each policy's point value of ``label`` (mean over seeds and folds) and, for off-policy, its reliability.
+def decision_values(label: str, kind: str, metrics: pd.DataFrame, pooled: pd.DataFrame | None
+                    ) -> tuple[pd.Series, dict[str, str]]:
+    """Each policy's point value of ``label`` (mean over seeds and folds) and, for off-policy, why its estimate is
+    flagged (empty: reliable), from ``off_policy_pooled``.
 
     The logging policy's value is its observed click rate on its own log for off-policy and replay decisions
     (the ``observed`` rows) and its true value for truth decisions (a ``true_ctr`` row)."""
-    name, _, k = label.rpartition("@")
+    name, k = split_label(label)
     if kind == "off_policy":
-        rows = off_policy[(off_policy["k"] == int(k)) & (off_policy["estimator"].isin([name, observed_name(name)]))]
-        return rows.groupby("policy")["value"].mean(), rows.groupby("policy")["reliable"].all()
-    values = metrics[(metrics["metric"] == name) & (metrics["k"] == int(k))].groupby("policy")["value"].mean()
-    if kind == "replay" and off_policy is not None:
-        observed = off_policy[(off_policy["estimator"] == OBSERVED) & (off_policy["k"] == int(k))]
-        values = pd.concat([values, observed.groupby("policy")["value"].mean()])
-    return values, None
-
+        rows = pooled[(pooled["k"] == k) & (pooled["estimator"].isin([name, observed_name(name)]))]
+        flags = {row.policy: (row.flag or "flagged") for row in rows.itertuples() if not row.reliable}
+        return rows.set_index("policy")["value"], flags
+    values = metrics[(metrics["metric"] == name) & (metrics["k"] == k)].groupby("policy")["value"].mean()
+    if kind == "replay" and pooled is not None:
+        observed = pooled[(pooled["estimator"] == OBSERVED) & (pooled["k"] == k)]
+        values = pd.concat([values, observed.set_index("policy")["value"]])
+    return values, {}

@@ -31,6 +31,7 @@ from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, StandardScaler
 from pipeline.config import FeaturesConfig
 from pipeline.data.dataset import CONTEXT_ID, EVENT_ID, ITEM_ID, RESPONSE, USER_ID, Dataset
 from pipeline.errors import DataError, examples
+from pipeline.feature_columns import MAX_CATEGORIES, encoding_notes, infer_feature_columns, require_columns
 from pipeline.rewards import CLICKS, RewardScale
 from pipeline.split import Fold
 
@@ -38,7 +39,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from pipeline.config import PipelineConfig
 
 log = logging.getLogger("pipeline")
-MAX_CATEGORIES = 50  # rarer levels of a categorical column share one "infrequent" indicator
 SCALERS = {"standard": StandardScaler, "minmax": MinMaxScaler, "none": lambda: "passthrough"}
 
 
@@ -213,10 +213,7 @@ def item_featurizer(dataset: Dataset, config: FeaturesConfig, seed: int) -> Item
     if dataset.items is None:
         return None
     items, origin = dataset.items, dataset.source("items")
-    text = list(config.item_text.columns)
-    if "columns" not in config.item_text.model_fields_set:  # the default names: use those the table has
-        text = [column for column in text if column in items.columns]
-    _require_columns(items, text, origin, "features.item_text.columns")
+    text = item_text_columns(items, config, origin)
     categorical, numeric = infer_feature_columns(items, [ITEM_ID] + text, config.item_categorical, config.item_numeric,
                                             config.exclude, origin, "features.item")
     _reject_nan(items, text + categorical + numeric, origin, ITEM_ID)
@@ -231,6 +228,34 @@ def item_featurizer(dataset: Dataset, config: FeaturesConfig, seed: int) -> Item
                         f"(features.item_text.schema {config.item_text.text_schema}): {' '.join(str(error).split())}. "
                         f"{blank} of {len(items)} item(s) have no text. Fill the text columns, change the schema "
                         "(e.g. min_df, n_components) or set features.item_text.columns: [] to use no text") from None
+
+
+def item_text_columns(items: pd.DataFrame, config: FeaturesConfig, origin: str) -> list[str]:
+    """The item columns TextWiser embeds: those named, or of the default names those the table has."""
+    text = list(config.item_text.columns)
+    if "columns" not in config.item_text.model_fields_set:  # the default names: use those the table has
+        text = [column for column in text if column in items.columns]
+    require_columns(items, text, origin, "features.item_text.columns")
+    return text
+
+
+def feature_notes(dataset: Dataset, config: FeaturesConfig) -> list[str]:
+    """What the featurizers will do to the user's columns that is worth saying (``feature_columns.encoding_notes``):
+    for the item table, the user table and the event-context columns."""
+    notes, warn = [], config.one_hot_warning
+    if dataset.items is not None:
+        reserved = [ITEM_ID, *item_text_columns(dataset.items, config, dataset.source("items"))]
+        notes += encoding_notes(dataset.items, reserved, config.item_categorical, config.item_numeric, config.exclude,
+                                dataset.source("items"), "features.item", warn, items=True)
+    contexts = []
+    if dataset.users is not None:
+        contexts.append((dataset.users.drop(columns=[USER_ID]), dataset.source("users")))
+    if dataset.event_context:
+        contexts.append((dataset.interactions[list(dataset.event_context)], dataset.source("interactions")))
+    for frame, origin in contexts:
+        notes += encoding_notes(frame, [], config.context_categorical, config.context_numeric, config.exclude,
+                                origin, "features.context", warn, items=False)
+    return notes
 
 
 def item_vectors(featurizer: ItemFeaturizer, items: pd.DataFrame) -> pd.DataFrame:
@@ -321,34 +346,6 @@ def _mab2rec_rows(logged: pd.DataFrame, key: str) -> pd.DataFrame:
     frame = logged[[ITEM_ID, RESPONSE, EVENT_ID]].reset_index(drop=True)
     frame.insert(0, CONTEXT_ID, logged[key].to_numpy())
     return frame
-
-
-def infer_feature_columns(frame: pd.DataFrame, reserved: list[str], categorical: list[str] | None,
-                     numeric: list[str] | None, exclude: list[str], origin: str, key: str) -> tuple[list, list]:
-    """Declared columns are checked; undeclared ones are inferred: numbers and booleans -> numeric."""
-    candidates = [c for c in frame.columns if c not in reserved and c not in exclude]
-    if categorical is not None:
-        _require_columns(frame, categorical, origin, f"{key}_categorical")
-    if numeric is not None:
-        _require_columns(frame, numeric, origin, f"{key}_numeric")
-        non_numeric = [c for c in numeric if not pd.api.types.is_numeric_dtype(frame[c])
-                       and not pd.api.types.is_bool_dtype(frame[c])]
-        if non_numeric:
-            raise DataError(f"{origin}: {key}_numeric lists {non_numeric} but they hold non-numeric values "
-                            f"(dtype {frame[non_numeric[0]].dtype}); list them under {key}_categorical")
-    is_number = {c: pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c]) for c in candidates}
-    if numeric is None:
-        numeric = [c for c in candidates if is_number[c] and c not in (categorical or [])]
-    if categorical is None:
-        categorical = [c for c in candidates if not is_number[c] and c not in numeric]
-    return list(categorical), list(numeric)
-
-
-def _require_columns(frame: pd.DataFrame, columns: list[str], origin: str, key: str) -> None:
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise DataError(f"{origin}: column(s) {missing} named in {key} are missing; found columns: "
-                        f"{', '.join(map(str, frame.columns))}")
 
 
 def _reject_nan(frame: pd.DataFrame, columns: list[str], origin: str, id_column: str) -> None:

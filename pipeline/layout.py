@@ -22,6 +22,7 @@ SEED_SUMMARY = "seed_summary"
 FOLD_SUMMARY = "fold_summary"
 TEST_CONTEXTS = "test_contexts"
 OFF_POLICY = "off_policy"
+OFF_POLICY_POOLED = "off_policy_pooled"  # one row per (policy, k, estimator): pooled over seeds and folds
 OFF_POLICY_SUMMARY = "off_policy_summary"
 DECISION = "decision"
 DRAWS = "draws"

@@ -121,12 +121,15 @@ def format_leaderboard(table: pd.DataFrame) -> str:
 
 
 def format_decision(decision: dict) -> str:
-    """The decision first: what to ship (or that nothing can be decided), on which metric, and why."""
-    lines = [f"  ship:   {decision.get('policy') or 'no decision'}",
-             f"  metric: {decision.get('metric') or 'none'} - {decision.get('metric_reason', '')}",
-             f"  why:    {decision.get('reason', '')}"]
+    """The verdict first (ship, tie, keep the baseline, no decision), on which metric, and why."""
+    lines = [f"  verdict: {decision.get('headline') or 'no decision'}",
+             f"  metric:  {decision.get('metric') or 'none'} - {decision.get('metric_reason', '')}"]
+    choice = decision.get("estimator_choice")
+    if choice:
+        lines.append(f"  estimator: {choice.get('estimator') or 'none'} - {choice.get('reason', '')}")
+    lines.append(f"  why:     {decision.get('reason', '')}")
     policies = pd.DataFrame(decision.get("policies") or [])
-    if len(policies):
+    if len(policies) and "value" in policies:
         def cell(row, name):
             return f"{row[name]:+.4f} [{row[name + '_low']:+.4f}, {row[name + '_high']:+.4f}]"
 
@@ -147,18 +150,21 @@ def format_decision(decision: dict) -> str:
         lines.append(f"  smallest detectable difference at {decision['n_test_events']:,} test events: "
                      f"{decision['minimum_detectable_difference']:.4f} (top two differ by "
                      f"{decision['top_two_difference']:.4f})")
+    lines += [f"  note: {note}" for note in decision.get("notes") or []]
     return "\n".join(lines)
 
 
-def format_off_policy(off_policy: pd.DataFrame, k: int, estimators: list[str]) -> str:
-    """One row per policy and estimator (``estimators`` at ``k`` with intervals) and the overlap."""
-    rows = off_policy[(off_policy["k"] == k) & off_policy["estimator"].isin(estimators)]
-    means = rows.groupby(["policy", "estimator"], sort=False)[["value", "low", "high", "effective_sample_size"]].mean()
-    reliable = rows.groupby(["policy", "estimator"], sort=False)["reliable"].all()
+def format_off_policy(pooled: pd.DataFrame, k: int, estimators: list[str]) -> str:
+    """One row per policy and estimator (``estimators`` at ``k``, from ``off_policy_pooled``): the value with its
+    pooled 95% interval, the effective sample size and clicks, and the mean weight with its interval ('!': flagged
+    unreliable)."""
+    rows = pooled[(pooled["k"] == k) & pooled["estimator"].isin(estimators)]
     out = []
-    for (policy, name), row in means.iterrows():
-        mark = "" if reliable.loc[(policy, name)] else " !"
-        out.append({"policy": policy, "estimator": name, "value [95%]": f"{row.value:.4f} [{row.low:.4f}, "
-                                                                          f"{row.high:.4f}]{mark}",
-                    "effective events": f"{row.effective_sample_size:.0f}"})
+    for row in rows.itertuples():
+        mark = "" if row.reliable else " !"
+        out.append({"policy": row.policy, "estimator": row.estimator,
+                    "value [95%]": f"{row.value:.4f} [{row.low:.4f}, {row.high:.4f}]{mark}",
+                    "effective events": f"{row.effective_sample_size:.0f}",
+                    "effective clicks": f"{row.effective_clicks:.1f}",
+                    "mean weight [95%]": f"{row.mean_weight:.2f} [{row.mean_weight_low:.2f}, {row.mean_weight_high:.2f}]"})
     return pd.DataFrame(out).to_string(index=False)

@@ -24,19 +24,19 @@ from pipeline.config import PipelineConfig
 from pipeline.data import load_dataset
 from pipeline.data.dataset import (CASCADE_PROPENSITY, CONTEXT_ID, EVENT_ID, ITEM_ID, POSITION, PROPENSITY, RESPONSE,
                                    SLATE_ID, SLATE_PROPENSITY, TIMESTAMP)
-from pipeline.decision import choose_metric, decide, decision_values, pooled_draws, with_logging_draws
+from pipeline.decision_stage import DecisionInputs, decision_stage, leaderboard_estimators
 from pipeline.evaluation import LOGGING, ORACLE, TRUE_SLATE_CTR, GroundTruth, check_inputs, logging_truth_rows, oracle_replay_rows
 from pipeline.executor import FoldContext, decision_draws, decision_ks, make_executor
 from pipeline.errors import ConfigError
 from pipeline import layout
-from pipeline.features import fold_features, item_featurizer, item_vectors
-from pipeline.offpolicy import (OBSERVED_SLATE, SLATE_ESTIMATORS, CrossFittedRewardModel, LoggedSlates, LoggedTestEvents,
-                                logging_policy_estimates, logging_slate_estimate, policy_estimates,
+from pipeline.features import feature_notes, fold_features, item_featurizer, item_vectors
+from pipeline.offpolicy import (SLATE_ESTIMATORS, CrossFittedRewardModel, LoggedSlates, LoggedTestEvents,
+                                logging_policy_estimates, logging_slate_estimate,
                                 summarise_against_truth, unavailable_estimators)
-from pipeline.offpolicy.external import external_target_terms, first_row_event, load_external_policy
+from pipeline.offpolicy.external import external_estimates, load_external_policy
 from pipeline.offpolicy.logging_model import LoggingPolicyModel
 from pipeline.report import fold_summary, leaderboard, seed_summary
-from pipeline.rewards import BINARY_ONLY_METRICS, RewardScale
+from pipeline.rewards import BINARY_ONLY_METRICS
 from pipeline.rundir import RunDirectory
 from pipeline.simulation import simulate
 from pipeline.split import make_folds
@@ -61,6 +61,8 @@ class RunOutcome:
     decision: dict | None = None
     off_policy: pd.DataFrame | None = None
     replay: pd.DataFrame | None = None
+    off_policy_pooled: pd.DataFrame | None = None  # one row per (policy, k, estimator), pooled intervals
+    leaderboard_estimators: tuple[str, ...] = ()  # the off-policy columns of the leaderboard
 
 
 @dataclass
@@ -123,9 +125,12 @@ def run_pipeline(config: PipelineConfig, progress: bool = True) -> RunOutcome:
 
         with timer.stage("write"):
             metrics, off_policy, summary, simulation = _write_tables(run_dir, tables, config)
-            decision = _write_decision(run_dir, tables, config, metrics, off_policy)
+            decision, pooled = decision_stage(run_dir, DecisionInputs(tables.draws, metrics, off_policy, tables.data,
+                                                                      tables.folds, tables.replay_biased,
+                                                                      tables.notes), config)
+            estimators = leaderboard_estimators(config, decision, tables.data.get("slate_size") is not None)
             table = leaderboard(metrics, config.evaluation.leaderboard_k, off_policy, decision.get("metric"),
-                                leaderboard_estimators(config))
+                                estimators)
             run_dir.write_table(layout.LEADERBOARD, table.reset_index())
         timings = {**timer.seconds, "total": time.perf_counter() - started}
         run_dir.write_json(layout.TIMINGS_JSON, timings)
@@ -141,14 +146,14 @@ def run_pipeline(config: PipelineConfig, progress: bool = True) -> RunOutcome:
             "sessions": (config.simulation.session_comparison.model_dump()
                          if config.simulation.session_comparison.enabled else None),
             "replay_biased": tables.replay_biased,
-            "leaderboard_estimators": list(leaderboard_estimators(config)),
-            "decision": {key: decision.get(key) for key in ("metric", "metric_kind", "policy")},
+            "leaderboard_estimators": list(estimators),
+            "decision": {key: decision.get(key) for key in ("metric", "metric_kind", "verdict", "policy")},
             "notes": tables.notes,
         })
     log.info("run written to %s", run_dir.final)
     replay = pd.concat(tables.replay, ignore_index=True) if tables.replay else None
     return RunOutcome(run_dir.final, metrics, table, timings, summary, simulation, tables.notes, decision, off_policy,
-                      replay)
+                      replay, pooled, estimators)
 
 
 def _write_sessions(run_dir: RunDirectory, tables: dict[str, pd.DataFrame]) -> None:
@@ -158,34 +163,6 @@ def _write_sessions(run_dir: RunDirectory, tables: dict[str, pd.DataFrame]) -> N
         from pipeline.sessions.ab_test import summarise
 
         run_dir.write_table(layout.AB_SUMMARY, summarise(tables[layout.AB_TESTS]))
-
-
-def _write_decision(run_dir: RunDirectory, tables: _Tables, config: PipelineConfig, metrics: pd.DataFrame,
-                    off_policy: pd.DataFrame | None) -> dict:
-    """``decision.json`` (the pick, or null and why) and ``decision.csv`` (one row per policy); see decision.py."""
-    draws = pd.concat(tables.draws, ignore_index=True) if tables.draws else pd.DataFrame(
-        columns=["seed", "fold", "policy", "label", "resample", "value"])
-    run_dir.write_table(layout.DRAWS, draws, csv=False)
-    slate_estimates = off_policy is not None and (off_policy["estimator"] == OBSERVED_SLATE).any()
-    label, kind, metric_reason = choose_metric(config.evaluation, "true_ctr" in set(metrics["metric"]),
-                                               off_policy is not None, tables.replay_biased,
-                                               tables.data.get("slate_size"), slate_estimates)
-    n_test = int(pd.DataFrame(tables.folds).groupby("seed")["n_test"].sum().mean())
-    baseline = config.evaluation.decision.baseline
-    if label is None:
-        decision, table = {"metric": None, "metric_kind": None, "metric_reason": metric_reason, "policy": None,
-                           "reason": f"no decision: {metric_reason}", "baseline": baseline,
-                           "n_test_events": n_test}, pd.DataFrame()
-    else:
-        values, reliable = decision_values(label, kind, metrics, off_policy)
-        decision, table = decide(values, pooled_draws(with_logging_draws(draws, label), label), label, kind,
-                                 metric_reason, baseline, n_test, reliable, RewardScale(**tables.data["reward"]))
-    if kind == "replay":
-        decision["reason"] += " Replay metric: trust it only if the log was collected uniformly at random."
-    run_dir.write_json(layout.DECISION_JSON, decision)
-    if len(table):
-        run_dir.write_table(layout.DECISION, table)
-    return decision
 
 
 def _write_tables(run_dir: RunDirectory, tables: _Tables, config: PipelineConfig):
@@ -235,6 +212,11 @@ def _run_seed(config: PipelineConfig, policies, run_dir: RunDirectory, timer: St
     log.info("seed %d: %d events, %d items, contexts per %s", seed, len(dataset.interactions), dataset.n_items,
              dataset.context_level)
     tables.data = dataset.summary()
+    if dataset.dropped.get("unknown_users"):
+        total = len(dataset.interactions) + sum(dataset.dropped.values())
+        tables.note(f"{dataset.dropped['unknown_users']:,} of the {total:,} events of {dataset.source('interactions')} "
+                    f"name users missing from {dataset.source('users')} and were dropped (data.files.unknown_users: "
+                    "drop); run.json counts them under data.dropped_events")
     if not dataset.reward.binary:
         skipped = [name for name in config.evaluation.metrics if name in BINARY_ONLY_METRICS]
         tables.note(f"{dataset.source('interactions')} holds {dataset.reward.describe()}: CTR is the mean reward "
@@ -246,6 +228,8 @@ def _run_seed(config: PipelineConfig, policies, run_dir: RunDirectory, timer: St
                               f"holds {dataset.reward.describe()}; set it to false")
     with timer.stage("split"):
         folds = make_folds(dataset, config.split_method, config.split, seed)
+    for note in feature_notes(dataset, config.features):
+        tables.note(note)
     with timer.stage("item_features"):
         items = item_featurizer(dataset, config.features, seed)
         vectors = item_vectors(items, dataset.items) if items is not None else None
@@ -286,10 +270,10 @@ def _run_seed(config: PipelineConfig, policies, run_dir: RunDirectory, timer: St
             raise ConfigError("evaluation.external_policies are evaluated off-policy, which needs the log's "
                               "propensities (data.files.columns.propensity, or 'estimate') and "
                               "evaluation.off_policy.enabled: true")
-        if dataset.slate_size is not None:
-            raise ConfigError("evaluation.external_policies are not supported on slate logs (a position column): "
-                              "their files give one item's probabilities per event, not a policy's slot "
-                              "probabilities; evaluate them on a one-item-per-event log")
+        if dataset.slate_size is not None and dataset.slates_grouped:
+            tables.note("external policies are given by their slot probabilities: on this slate log they get the "
+                        "slate estimates that need only those (IIPS, SN-IIPS, and PI under uniform logging); SIPS and "
+                        "RIPS need whole-slate and prefix probabilities, which slot marginals do not determine")
         item_column = config.data.files.columns.item_id if config.data.files is not None else ITEM_ID
         external = {name: load_external_policy(name, settings, dataset, item_column)
                     for name, settings in config.evaluation.external_policies.items()}
@@ -309,7 +293,7 @@ def _run_seed(config: PipelineConfig, policies, run_dir: RunDirectory, timer: St
             run_dir.write_pickle(layout.context_featurizer(seed, fold.index), features.context_featurizer)
         context = FoldContext(seed, fold.index, features, vectors, config.evaluation,
                               Bootstrap(features.test[CONTEXT_ID].to_numpy(), config.evaluation.bootstrap_resamples,
-                                        seed), dataset.n_items)
+                                        seed, fold.index), dataset.n_items)
         if use_truth:
             with timer.stage("ground_truth"):
                 context.truth = GroundTruth(dataset, features, config.evaluation.k_list, config.evaluation.top_k,
@@ -386,13 +370,12 @@ def _prepare_off_policy(dataset, features, fold, context: FoldContext, config: P
     tables.add_draws(draws, seed, fold.index, LOGGING)
     if dataset.slate_size is not None:
         context.slates = _logged_slates(dataset, features, fold, context, config, tables)
+    test = features.test[[EVENT_ID, CONTEXT_ID, ITEM_ID]].reset_index(drop=True)
     for name, probabilities in external.items():
-        targets = external_target_terms(
-            probabilities, features.test[[EVENT_ID, CONTEXT_ID, ITEM_ID]].reset_index(drop=True),
-            decision_ks(config.evaluation), reward_model, context.logged.logged_items, name,
-            str(config.evaluation.external_policies[name].file), first_row_event(dataset))
-        rows, draws = policy_estimates(targets, context.logged, settings, dataset.n_items, context.bootstrap, name,
-                                       fold.index)
+        rows, draws = external_estimates(name, probabilities, test, context.logged, context.slates, top_slot,
+                                         decision_ks(config.evaluation), settings, dataset.n_items, context.bootstrap,
+                                         fold.index, str(config.evaluation.external_policies[name].file),
+                                         dataset.first_row_event)
         tables.off_policy.append(rows.assign(seed=seed))
         tables.add_draws(draws, seed, fold.index, name)
 
@@ -444,13 +427,6 @@ def _replay_order(dataset, rows: np.ndarray) -> np.ndarray:
     if not dataset.has_timestamp:
         return np.arange(len(rows))
     return np.argsort(dataset.interactions[TIMESTAMP].to_numpy()[rows], kind="stable")
-
-
-def leaderboard_estimators(config: PipelineConfig) -> tuple[str, ...]:
-    """The off-policy columns of the leaderboard: the decision's slate estimator (slate logs only), its estimator and
-    SNIPS (all are in off_policy.csv)."""
-    decision = config.evaluation.decision
-    return tuple(dict.fromkeys([decision.slate_estimator, decision.estimator, "SNIPS"]))
 
 
 def uniform_propensities(propensity: np.ndarray) -> bool:

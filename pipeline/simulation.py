@@ -25,7 +25,8 @@ import pandas as pd
 from pipeline.config import PipelineConfig, SimulationConfig
 from pipeline.data.dataset import USER_ID, Dataset
 from pipeline.data.synthetic import make_events
-from pipeline.features import TabularFeaturizer, infer_feature_columns
+from pipeline.feature_columns import infer_feature_columns
+from pipeline.features import TabularFeaturizer
 from pipeline.policies import PolicySpec
 
 ORACLE = "Oracle"

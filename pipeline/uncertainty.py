@@ -47,14 +47,20 @@ SCORE = "score"
 
 
 class Bootstrap:
-    """Poisson resampling weights over the test contexts of one fold."""
+    """Poisson resampling weights over the test contexts of one fold (``fold``) of one run seed (``seed``)."""
 
-    def __init__(self, contexts: np.ndarray, resamples: int, seed: int):
+    def __init__(self, contexts: np.ndarray, resamples: int, seed: int, fold: int = 0):
         self.index = pd.Index(pd.unique(np.asarray(contexts)))
         if not self.index.is_unique:  # pragma: no cover - pd.unique guarantees it
             raise ValueError("bootstrap contexts must be unique")
-        self.resamples, self.seed = resamples, seed
+        self.resamples, self.seed, self.fold = resamples, seed, fold
         self._weights = None
+
+    @property
+    def key(self) -> tuple[int, int]:
+        """What seeds this fold's random numbers: its weights and the noise of its draws differ between folds
+        and seeds, so resamples of different folds are independent."""
+        return self.seed, self.fold
 
     @property
     def weights(self) -> np.ndarray:
@@ -65,7 +71,7 @@ class Bootstrap:
         sums over contexts lose about 1e-6 relative, far below the resampling noise.
         """
         if self._weights is None:
-            rng = np.random.default_rng([self.seed, 3])
+            rng = np.random.default_rng([self.seed, self.fold, 3])
             self._weights = rng.poisson(1.0, size=(self.resamples, len(self.index))).astype(np.uint8)
         return self._weights
 

@@ -1,11 +1,14 @@
-"""The decision rule on hand-made draws, checked against brute-force computations written here."""
+"""The decision's verdicts on hand-made draws, checked against brute-force computations written here."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from pipeline.config import EvaluationConfig
-from pipeline.decision import choose_metric, decide, pooled_draws, with_logging_draws
+from pipeline.decision import choose_metric, decide
+from pipeline.pooling import pooled_draws, with_logging_draws
+
+Z = 1.959964 + 0.841621  # 5% two-sided, 80% power
 
 
 def draws_of(spec: dict, resamples=400, seed=0, shared=0.0):
@@ -17,12 +20,21 @@ def draws_of(spec: dict, resamples=400, seed=0, shared=0.0):
                          for name, (value, spread) in spec.items()}).T
 
 
-def test_a_clear_winner_is_chosen_with_brute_force_p_best_and_expected_loss():
-    draws = draws_of({"A": (0.10, 0.005), "B": (0.08, 0.005), "Logging": (0.05, 0.003)})
-    values = pd.Series({"A": 0.10, "B": 0.08, "Logging": 0.05})
-    decision, table = decide(values, draws, "DR@5", "off_policy", "why", "Logging", 2000)
-    assert decision["policy"] == "A" and "highest 95% lower bound" in decision["reason"]
-    assert "better than the baseline Logging" in decision["reason"]
+def values_of(spec: dict) -> pd.Series:
+    return pd.Series({name: value for name, (value, _) in spec.items()})
+
+
+def brute_better(draws: pd.DataFrame, a: str, b: str) -> bool:
+    """``a`` significantly better than ``b``: the 2.5% point of their paired difference is above 0."""
+    return np.percentile(draws.loc[a].to_numpy() - draws.loc[b].to_numpy(), 2.5) > 0
+
+
+def test_ship_when_one_policy_beats_the_baseline_and_is_not_worse_than_any_other():
+    spec = {"A": (0.10, 0.005), "B": (0.08, 0.005), "Logging": (0.05, 0.003)}
+    draws = draws_of(spec)
+    decision, table = decide(values_of(spec), draws, "DR@5", "off_policy", "why", "Logging", 2000)
+    assert decision["verdict"] == "ship" and decision["policy"] == "A" and decision["headline"] == "ship A"
+    assert brute_better(draws, "A", "Logging") and brute_better(draws, "B", "Logging") and brute_better(draws, "A", "B")
     table = table.set_index("policy")
     matrix = draws.to_numpy()
     for i, name in enumerate(draws.index):
@@ -32,44 +44,85 @@ def test_a_clear_winner_is_chosen_with_brute_force_p_best_and_expected_loss():
         assert table.loc[name, "expected_loss"] == pytest.approx(loss)
         gap = matrix[i] - matrix[list(draws.index).index("Logging")]
         assert table.loc[name, "diff_to_baseline_low"] == pytest.approx(np.percentile(gap, 2.5))
-    assert not table.loc["B", "contender"] and table.loc["A", "contender"]
+    assert not table.loc["B", "not_worse_than_any"] and table.loc["A", "not_worse_than_any"]
 
 
-def test_nothing_separates_so_no_decision_and_the_sizes_it_would_take():
-    draws = draws_of({"A": (0.052, 0.01), "B": (0.050, 0.01), "C": (0.049, 0.01)}, shared=0.005)
-    values = pd.Series({"A": 0.052, "B": 0.050, "C": 0.049})
-    decision, _ = decide(values, draws, "true_ctr@5", "truth", "why", None, 2000)
-    assert decision["policy"] is None and decision["reason"].startswith("no decision")
+def test_tie_when_two_policies_beat_the_baseline_and_cannot_be_told_apart():
+    spec = {"A": (0.100, 0.004), "B": (0.099, 0.002), "C": (0.06, 0.002), "Logging": (0.05, 0.002)}
+    draws = draws_of(spec, shared=0.003)
+    decision, table = decide(values_of(spec), draws, "DR@5", "off_policy", "why", "Logging", 2000)
+    assert decision["verdict"] == "tie" and decision["tied"] == ["A", "B"]
+    assert decision["headline"].startswith("tie: A or B")
+    assert not brute_better(draws, "A", "B") and not brute_better(draws, "B", "A")
+    lower = {p: np.percentile(draws.loc[p], 2.5) for p in ("A", "B")}
+    assert decision["policy"] == max(lower, key=lower.get)  # the safer of the two
+    spread = (draws.loc["A"] - draws.loc["B"]).to_numpy().std()
+    assert decision["events_to_separate_top_two"] == pytest.approx(2000 * (Z * spread / 0.001) ** 2, rel=1e-3)
+    assert f"{decision['events_to_separate_top_two']:,} logged test events would separate A from B" in decision["reason"]
+
+
+def test_keep_the_baseline_when_nothing_beats_it_with_the_events_a_minimum_lift_needs():
+    spec = {"A": (0.052, 0.01), "B": (0.045, 0.01), "Logging": (0.050, 0.002)}
+    draws = draws_of(spec, shared=0.002)
+    decision, _ = decide(values_of(spec), draws, "DR@5", "off_policy", "why", "Logging", 2000, min_lift=0.1)
+    assert decision["verdict"] == "keep_baseline" and decision["policy"] == "Logging"
+    assert decision["headline"] == "keep the baseline Logging (nothing is shown to beat it)"
+    assert not brute_better(draws, "A", "Logging")
+    spread = (draws.loc["A"] - draws.loc["Logging"]).to_numpy().std()  # the closest challenger against it
+    expected = 2000 * (Z * spread / (0.1 * 0.050)) ** 2
+    assert decision["smallest_interesting_lift"] == pytest.approx(0.005)
+    assert decision["events_to_detect_lift"] == pytest.approx(expected, rel=1e-3)
+    assert "the closest, A" in decision["reason"]
+
+
+def test_no_decision_when_the_only_winner_is_unreliable_and_the_leader_is_named():
+    spec = {"A": (0.20, 0.01), "B": (0.06, 0.002), "Logging": (0.05, 0.002)}
+    flags = {"A": "effective sample size 18.0 < 30"}
+    decision, table = decide(values_of(spec), draws_of(spec), "IIPS@3", "off_policy", "why", "Logging", 2000,
+                             flags=flags)
+    assert decision["verdict"] == "no_decision" and decision["policy"] is None
+    assert "effective sample size 18.0 < 30" in decision["reason"]
+    assert not table.set_index("policy").loc["A", "reliable"]
+    # A reliable winner is shipped, and the unreliable leader ahead of it is named as such.
+    spec["B"] = (0.10, 0.002)
+    decision, _ = decide(values_of(spec), draws_of(spec), "IIPS@3", "off_policy", "why", "Logging", 2000, flags=flags)
+    assert decision["verdict"] == "no_decision"  # B is significantly worse than A, which is not shown reliable
+    spec["A"] = (0.105, 0.02)
+    decision, _ = decide(values_of(spec), draws_of(spec), "IIPS@3", "off_policy", "why", "Logging", 2000, flags=flags)
+    assert decision["verdict"] == "ship" and decision["policy"] == "B"
+    assert "The leader A's estimate is flagged unreliable (effective sample size 18.0 < 30)" in decision["reason"]
+
+
+def test_no_decision_without_a_baseline_when_nothing_separates_and_the_sizes_it_would_take():
+    spec = {"A": (0.052, 0.01), "B": (0.050, 0.01), "C": (0.049, 0.01)}
+    draws = draws_of(spec, shared=0.005)
+    decision, _ = decide(values_of(spec), draws, "true_ctr@5", "truth", "why", None, 2000)
+    assert decision["verdict"] == "no_decision" and decision["policy"] is None
     gap_draws = draws.loc["A"].to_numpy() - draws.loc["B"].to_numpy()
-    mde = (1.959964 + 0.841621) * gap_draws.std()
+    mde = Z * gap_draws.std()
     assert decision["minimum_detectable_difference"] == pytest.approx(mde, rel=1e-4)
     assert decision["events_to_separate_top_two"] == pytest.approx(2000 * (mde / 0.002) ** 2, rel=1e-3)
     # A/B users per arm for 0.052 vs 0.050 at 5% two-sided and 80% power, the textbook formula.
-    ab = (1.959964 + 0.841621) ** 2 * (0.052 * 0.948 + 0.05 * 0.95) / 0.002 ** 2
+    ab = Z ** 2 * (0.052 * 0.948 + 0.05 * 0.95) / 0.002 ** 2
     assert decision["ab_users_per_arm_to_separate_top_two"] == pytest.approx(ab, rel=1e-3)
 
 
-def test_the_safest_of_the_not_worse_is_chosen():
-    """A leads but is uncertain; B is close behind and tight, not significantly worse: B's lower bound is higher."""
-    draws = draws_of({"A": (0.10, 0.03), "B": (0.095, 0.002), "C": (0.03, 0.002)})
-    values = pd.Series({"A": 0.10, "B": 0.095, "C": 0.03})
-    decision, table = decide(values, draws, "DR@5", "off_policy", "why", None, 2000)
-    assert decision["policy"] == "B" and decision["leader"] == "A"
-    assert set(table.loc[table["contender"], "policy"]) == {"A", "B"}
+def test_no_decision_with_fewer_than_two_policies():
+    decision, table = decide(pd.Series({"A": 0.1}), draws_of({"A": (0.1, 0.01)}), "DR@5", "off_policy", "why",
+                             "Logging", 2000)
+    assert decision["verdict"] == "no_decision" and "fewer than two" in decision["reason"] and table.empty
 
 
-def test_oracle_is_never_chosen_and_unreliable_estimates_are_said():
-    draws = draws_of({"Oracle": (0.5, 0.001), "A": (0.10, 0.002), "B": (0.05, 0.002)})
-    values = pd.Series({"Oracle": 0.5, "A": 0.10, "B": 0.05})
-    decision, _ = decide(values, draws, "DR@5", "off_policy", "why", None, 2000,
-                         reliable=pd.Series({"A": False, "B": True}))
-    assert decision["policy"] == "A" and "unreliable" in decision["reason"]
+def test_oracle_is_never_a_candidate():
+    spec = {"Oracle": (0.5, 0.001), "A": (0.10, 0.002), "B": (0.05, 0.002)}
+    decision, table = decide(values_of(spec), draws_of(spec), "true_ctr@5", "truth", "why", "B", 2000)
+    assert decision["verdict"] == "ship" and decision["policy"] == "A" and "Oracle" not in set(table["policy"])
 
 
 def test_metric_choice_follows_the_stated_order():
     auto = EvaluationConfig()
     assert choose_metric(auto, True, True, False)[0] == "true_ctr@5"
-    assert choose_metric(auto, False, True, True)[:2] == ("DR@5", "off_policy")
+    assert choose_metric(auto, False, True, True, estimator="DR")[:2] == ("DR@5", "off_policy")
     assert choose_metric(auto, False, False, False)[:2] == ("CTR@5", "replay")
     label, kind, why = choose_metric(auto, False, False, True)
     assert label is None and "biased" in why
@@ -93,10 +146,11 @@ def test_pooled_draws_average_folds_resample_by_resample_and_logging_stands_in()
     assert "A" not in pooled_draws(with_logging_draws(partial, "DR@5"), "DR@5").index  # missing a fold: left out
 
 
-def test_intervals_stay_in_the_range_of_a_rate():
-    """Widened off-policy draws of a rare-click policy reach below 0: the reported interval does not."""
+def test_intervals_stay_in_the_range_of_a_rate_and_contain_their_value():
+    """Draws of a rare-click policy reaching below 0: the reported interval does not."""
     draws = draws_of({"A": (0.002, 0.2), "B": (0.003, 0.001)})
     decision, table = decide(pd.Series({"A": 0.002, "B": 0.003}), draws, "DR@3", "off_policy", "why", None, 2000)
     assert (table["low"] >= 0).all() and (table["high"] <= 1).all()
+    assert ((table["low"] <= table["value"]) & (table["value"] <= table["high"])).all()
     assert (table["diff_to_leader_low"] >= -1).all() and (table["diff_to_leader_high"] <= 1).all()
     assert table.set_index("policy").loc["A", "low"] == 0.0

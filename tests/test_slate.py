@@ -27,10 +27,10 @@ def hand_made_slates() -> tuple[LoggedSlates, SlateTerms]:
         slate_items=np.array([["a", "b"], ["c", "a"], ["b", "c"]], dtype=object),
         slate_propensity=np.array([0.2, 0.2, 0.1, 0.1, 0.08, 0.08]),
         cascade_propensity=np.array([0.25, 0.2, 0.25, 0.1, 0.2, 0.08]))
-    terms = SlateTerms(slot=np.array([1.0, 0.5, 0.0, 0.5, 0.5, 1.0]), slot_square=np.full(6, 0.5),
+    terms = SlateTerms(slot=np.array([1.0, 0.5, 0.0, 0.5, 0.5, 1.0]),
                        unsupported=np.zeros(6), listed=np.array([1.0, 1.0, 0.5, 0.5, 1.0, 1.0]), method="by hand",
-                       cascade=np.array([1.0, 0.5, 0.0, 0.0, 0.5, 0.5]), cascade_square=np.full(6, 0.5),
-                       slate=np.array([0.5, 0.5, 0.0, 0.0, 0.5, 0.5]), slate_square=np.full(6, 0.5))
+                       cascade=np.array([1.0, 0.5, 0.0, 0.0, 0.5, 0.5]),
+                       slate=np.array([0.5, 0.5, 0.0, 0.0, 0.5, 0.5]))
     return logged, terms
 
 
@@ -162,9 +162,8 @@ def test_random_policy_probabilities_are_those_of_a_uniform_list():
     logged = single_context_log([("a", "b"), ("c", "a")])
     terms = slate_target_terms(None, RandomScorer(ITEMS), ScoringInput(np.array([0]), np.zeros((1, 0))), logged, 7, 0)
     assert terms.slot == pytest.approx(np.full(4, 1 / 4))
-    assert terms.slot_square == pytest.approx(np.full(4, 1 / 4))  # sum over 4 items of (1/4)^2
     assert terms.cascade == pytest.approx([1 / 4, 1 / 12, 1 / 4, 1 / 12])
-    assert terms.slate == pytest.approx(np.full(4, 1 / 12)) and terms.slate_square == pytest.approx(np.full(4, 1 / 12))
+    assert terms.slate == pytest.approx(np.full(4, 1 / 12))
 
 
 class TwoListScorer:
@@ -185,8 +184,6 @@ def test_monte_carlo_probabilities_of_a_sampling_policy():
     assert terms.slot == pytest.approx([0.5, 0.5, 0.5, 0.5, 0.5, 0.0], abs=0.03)
     assert terms.slate == pytest.approx([0.5, 0.5, 0.5, 0.5, 0.0, 0.0], abs=0.03)
     assert terms.cascade == pytest.approx([0.5, 0.5, 0.5, 0.5, 0.5, 0.0], abs=0.03)
-    assert terms.slot_square == pytest.approx(np.full(6, 0.5), abs=0.03)  # two equally likely items per slot
-    assert terms.slate_square == pytest.approx(np.full(6, 0.5), abs=0.03)
 
 
 def test_plackett_luce_marginals_equal_enumeration_of_every_slate():

@@ -79,7 +79,10 @@ def test_own_slate_files_group_impressions_and_decide_on_iips(write_config, slat
     assert main(["run", str(slate_config(write_config, slate_files)), "--quiet"]) == 0
     folder = run_dir(tmp_path)
     decision = json.loads((folder / "decision.json").read_text())
-    assert decision["metric"] == "IIPS@3" and decision["metric_kind"] == "off_policy"
+    chosen = decision["estimator_choice"]["estimator"]  # the automatic choice among what the log supports
+    assert decision["metric"] == f"{chosen}@3" and decision["metric_kind"] == "off_policy"
+    assert set(decision["estimator_choice"]["estimated_rmse"]) <= {"IIPS", "SN-IIPS", "SIPS", "SN-SIPS", "RIPS",
+                                                                    "SN-RIPS"}
     estimates = pd.read_csv(folder / "off_policy.csv")
     assert {"SIPS", "RIPS", "IIPS"} <= set(estimates["estimator"]) and "observed_slate" in set(estimates["estimator"])
     # one context per impression: the test contexts are the test impressions, whole (the split keeps them)
@@ -109,7 +112,7 @@ def test_open_bandit_layout_runs_with_per_slot_estimates_only(write_config, tmp_
     out = capsys.readouterr().out
     assert "SIPS, SN-SIPS, RIPS, SN-RIPS, PI skipped" in out and "slate_id" in out
     folder = run_dir(tmp_path)
-    assert json.loads((folder / "decision.json").read_text())["metric"] == "IIPS@3"
+    assert json.loads((folder / "decision.json").read_text())["metric"] in ("IIPS@3", "SN-IIPS@3")
     estimates = pd.read_csv(folder / "off_policy.csv")
     # a uniform log evaluated for the uniform policy: every weight is 1, IIPS is the observed per-slot rate
     assert estimates.query("policy == 'Random' and estimator == 'IIPS'")["value"].item() == pytest.approx(
@@ -169,3 +172,37 @@ def test_an_impression_split_across_train_and_test_files_is_refused(write_config
                             f"data.files.train={slate_files / 'train.csv'}", "--set",
                             f"data.files.test={slate_files / 'test.csv'}", "--set", "split.method=given")
     assert_clean_failure(code, message, tmp_path / "runs", "an impression lies in one file", "1 impression(s)")
+
+
+def test_an_external_policy_on_a_slate_log_is_weighted_at_each_rows_own_slot_as_obp_does(write_config, slate_files,
+                                                                                          tmp_path):
+    """A policy given by arbitrary slot probabilities, on complete 3-slot impressions: its IIPS is Open Bandit
+    Pipeline's IPW with a position, the mean over test rows of ``action_dist[i, a_i, position_i] / pscore_i * r_i``,
+    computed here from the files alone."""
+    log = pd.read_csv(slate_files / "interactions.csv")
+    cut = 3 * (len(log) // 6)  # an impression boundary: 3 rows each
+    log.iloc[:cut].to_csv(slate_files / "train.csv", index=False)
+    test = log.iloc[cut:].reset_index(drop=True)
+    test.to_csv(slate_files / "test.csv", index=False)
+    items = pd.read_csv(slate_files / "items.csv")["item_id"].to_numpy()
+    rng = np.random.default_rng(0)
+    rows = np.arange(1, len(test) + 1)
+    probabilities = rng.dirichlet(np.full(len(items), 0.3), size=(len(rows), 3))  # (row, position, item)
+    frame = pd.DataFrame({"row": np.repeat(rows, 3 * len(items)), "position": np.tile(np.repeat([0, 1, 2], len(items)),
+                                                                                      len(rows)),
+                          "item_id": np.tile(items, 3 * len(rows)), "probability": probabilities.ravel()})
+    frame.to_csv(tmp_path / "outside.csv", index=False)
+    config = slate_config(write_config, slate_files, external_policies={"Outside": {"file": str(tmp_path / "outside.csv")}})
+    config_text = config.read_text().replace(f"interactions: {slate_files / 'interactions.csv'}",
+                                             f"train: {slate_files / 'train.csv'}\n    test: {slate_files / 'test.csv'}")
+    config.write_text(config_text)
+    assert main(["run", str(config), "--quiet"]) == 0
+    estimates = pd.read_csv(run_dir(tmp_path) / "off_policy.csv").set_index(["policy", "estimator", "k"])
+    at_own_slot = probabilities[np.arange(len(test)), test["position"].to_numpy() - 1,
+                                np.searchsorted(items, test["item_id"].to_numpy())]
+    obp_ipw = float(np.mean(at_own_slot / test["propensity"].to_numpy() * test["response"].to_numpy()))
+    assert estimates.loc[("Outside", "IIPS", 3), "raw_value"] == pytest.approx(obp_ipw, rel=1e-9)
+    assert ("Outside", "SIPS", 3) not in estimates.index  # slot marginals do not give whole-slate probabilities
+    top = test["position"].to_numpy() == 1  # the first-item estimate reads the top slot's rows
+    first = at_own_slot[top] / test["propensity"].to_numpy()[top] * test["response"].to_numpy()[top]
+    assert estimates.loc[("Outside", "IPS", 1), "raw_value"] == pytest.approx(first.mean(), rel=1e-9)

@@ -26,20 +26,29 @@ def load_decision(run: Run) -> dict:
 
 def render(run: Run, runs: list[Run]) -> None:
     decision = load_decision(run)
-    chosen = decision.get("policy")
-    if chosen:
-        st.success(f"Ship **{chosen}**")
+    verdict, chosen = decision.get("verdict"), decision.get("policy")
+    headline = decision.get("headline") or (f"ship {chosen}" if chosen else "no decision")  # runs before verdicts
+    headline = headline[:1].upper() + headline[1:]
+    if verdict == "ship" or (verdict is None and chosen):
+        st.success(f"**{headline}**")
+    elif verdict in ("tie", "keep_baseline"):
+        st.info(f"**{headline}**")
     else:
         st.warning("**No decision**: these data do not support choosing a policy.")
     st.markdown(f"**Metric** `{decision.get('metric') or 'none'}`: {decision.get('metric_reason', '')}")
+    choice = decision.get("estimator_choice")
+    if choice:
+        st.markdown(f"**Estimator** `{choice.get('estimator') or 'none'}`: {choice.get('reason', '')}")
     st.markdown(f"**Why** {decision.get('reason', '')}")
+    for note in decision.get("notes") or []:
+        st.caption(f"decision note: {note}")
     if decision.get("metric_kind") == "replay":
         st.warning("This decision rests on a replay metric: it is unbiased only if the log was collected uniformly "
                    "at random. Add the logging propensities to the data for off-policy estimates.")
     for note in run.info.get("notes") or []:
         st.caption(f"note: {note}")
     policies = pd.DataFrame(decision.get("policies") or [])
-    if policies.empty:
+    if policies.empty or "value" not in policies:
         return
     policies = policies.sort_values("value", ascending=False)
     baseline = decision.get("baseline")
@@ -49,9 +58,10 @@ def render(run: Run, runs: list[Run]) -> None:
         "vs leader [95%]": [_difference(r, "diff_to_leader") for _, r in policies.iterrows()],
         "P(best)": policies["p_best"].round(3),
         "expected loss": policies["expected_loss"].round(4),
-        "not worse than leader": policies["contender"].map({True: "yes", False: "no"}),
         "reliable": policies["reliable"].map({True: "yes", False: "NO"}),
     })
+    if "not_worse_than_any" in policies:
+        shown.insert(5, "not significantly worse than any", policies["not_worse_than_any"].map({True: "yes", False: "no"}))
     if "diff_to_baseline" in policies:
         shown.insert(3, f"vs {baseline} [95%]", [_difference(r, "diff_to_baseline") for _, r in policies.iterrows()])
     st.dataframe(shown, hide_index=True, width="stretch")
@@ -69,8 +79,9 @@ def render(run: Run, runs: list[Run]) -> None:
                "users per arm." if events else "."))
     chart = alt.Chart(policies).encode(y=alt.Y("policy:N", sort="-x", title=None))
     interval = chart.mark_rule().encode(x=alt.X("low:Q", title=decision.get("metric")), x2="high:Q")
-    points = chart.mark_point(filled=True).encode(x="value:Q", color=alt.Color("contender:N",
-                                                                                title="not worse than leader"),
+    column = "not_worse_than_any" if "not_worse_than_any" in policies else "contender"
+    points = chart.mark_point(filled=True).encode(x="value:Q", color=alt.Color(f"{column}:N",
+                                                                                title="not worse than any"),
                                                   tooltip=["policy", "value", "low", "high", "p_best"])
     st.altair_chart(interval + points, width="stretch")
 

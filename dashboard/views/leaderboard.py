@@ -16,7 +16,7 @@ from dashboard.views.common import ORACLE, metric_summary, url_selectbox, with_i
 from pipeline import layout
 from pipeline.beyond_accuracy import NAMES as BEYOND_ACCURACY
 from pipeline.config import METRIC_NAMES
-from pipeline.decision import pooled_draws, with_logging_draws
+from pipeline.pooling import pooled_draws, with_logging_draws
 from pipeline.offpolicy import OBSERVED, OBSERVED_SLATE, SLATE_ESTIMATORS, observed_name
 from pipeline.report import leaderboard
 
@@ -38,7 +38,8 @@ def render(run: Run, runs: list[Run]) -> None:
     decision_metric = decision_metric if decision_metric and decision_metric.endswith(f"@{k}") else None
     values = leaderboard(table(run, layout.METRICS), k, off_policy, decision_metric,
                          tuple(run.info.get("leaderboard_estimators") or ("DR", "SNIPS")))
-    cells = _cells(values, summary, off_policy, k)
+    pooled = table(run, layout.OFF_POLICY_POOLED) if run.has_table(layout.OFF_POLICY_POOLED) else off_policy
+    cells = _cells(values, summary, pooled, k)
     best = _significant_best(run, values)
 
     sort_by = values.columns[0]
@@ -73,7 +74,9 @@ def render(run: Run, runs: list[Run]) -> None:
 
 
 def _cells(values: pd.DataFrame, summary: pd.DataFrame, off_policy: pd.DataFrame | None, k: int) -> pd.DataFrame:
-    """Each value with its interval: metrics from the metric summary, off-policy estimates from their rows."""
+    """Each value with its interval: metrics from the metric summary, off-policy estimates from their pooled rows
+    (``off_policy_pooled``: the intervals the decision and the terminal show; runs written before it have only
+    per-fold rows, averaged here)."""
     intervals = {}
     for r in summary.itertuples():  # a mean over fewer cells than the run has says so
         missing = f" (n/a in {r.cells - r.defined} of {r.cells} test folds)" if 0 < r.defined < r.cells else ""

@@ -57,7 +57,8 @@ class Dataset:
     ``response`` (0/1 clicks, or real-valued rewards: ``reward`` says which); optionally ``propensity``
     (probability the logging policy showed that item), ``timestamp``, and the ``event_context`` columns that describe the moment of the event.  When
     ``event_context`` is non-empty every event is its own context; otherwise contexts are users, as in
-    Mab2Rec.  ``test_mask`` marks rows of a given test file.  ``click_model`` is the hidden truth of
+    Mab2Rec.  ``test_mask`` marks rows of a given test file.  ``event_id`` is the row's position in the file as
+    read (train rows first with separate files), kept when rows are dropped.  ``click_model`` is the hidden truth of
     synthetic data.
     """
 
@@ -70,6 +71,9 @@ class Dataset:
     test_mask: np.ndarray | None = None
     propensity_estimated: bool = False  # no propensity column: the runner estimates them per fold
     reward: RewardScale = CLICKS  # what ``response`` holds (``pipeline/rewards.py``)
+    dropped: Mapping[str, int] = field(default_factory=dict)  # events the data stage left out, by reason
+    first_row_event: int = 0  # the event id of row 1 of the file users count rows in (the test file if separate)
+    file_rows: int | None = None  # that file's data rows as read, before any were dropped (None: all are here)
 
     @property
     def context_level(self) -> str:
@@ -122,5 +126,6 @@ class Dataset:
             "propensity_estimated": self.propensity_estimated,
             "has_ground_truth": self.click_model is not None,
             "reward": self.reward.as_dict(),
+            "dropped_events": dict(self.dropped),
             "sources": dict(self.sources),
         }

@@ -86,12 +86,26 @@ def load_files(config: FilesConfig) -> Dataset:
     interactions = check_slates(interactions, origin, columns, test_mask)
     interactions.insert(0, EVENT_ID, np.arange(len(interactions)))
 
+    first_row_event = 0 if test_mask is None else int((~test_mask).sum())
+    file_rows = len(interactions) - first_row_event
     sources = {"interactions": origin}
     users = items = None
+    dropped = {}
     if config.user_features is not None:
         users = _read_keyed_table(config.user_features, "data.files.user_features", columns.user_id, USER_ID)
         hint = _type_hint(interactions[USER_ID].dtype, users[USER_ID].dtype)
         interactions[USER_ID], users[USER_ID] = _aligned_ids(interactions[USER_ID], users[USER_ID])
+        known = interactions[USER_ID].isin(users[USER_ID]).to_numpy()
+        if config.unknown_users == "drop" and not known.all():
+            if not known.any():
+                raise DataError(f"data.files.unknown_users is 'drop', but none of the {len(known):,} interactions of "
+                                f"{origin} names a user of {config.user_features}; every event would be dropped{hint}")
+            dropped["unknown_users"] = int((~known).sum())
+            interactions = interactions[known].reset_index(drop=True)
+            test_mask = None if test_mask is None else test_mask[known]
+            if test_mask is not None and not test_mask.any():
+                raise DataError(f"data.files.unknown_users is 'drop', and every event of {config.test} names a user "
+                                f"missing from {config.user_features}: the test split would be empty")
         _require_known(interactions, users, USER_ID, columns.user_id, origin, config.user_features, hint)
         sources["users"] = str(config.user_features)
         clash = sorted(set(users.columns) & set(config.event_context))
@@ -106,7 +120,7 @@ def load_files(config: FilesConfig) -> Dataset:
         sources["items"] = str(config.item_features)
     return Dataset(interactions=interactions, users=users, items=items, event_context=tuple(config.event_context),
                    sources=sources, test_mask=test_mask, propensity_estimated=columns.propensity == ESTIMATE,
-                   reward=reward)
+                   reward=reward, dropped=dropped, first_row_event=first_row_event, file_rows=file_rows)
 
 
 def optional_columns(names) -> tuple[tuple[str, str], ...]:
@@ -235,8 +249,12 @@ def _require_known(interactions: pd.DataFrame, table: pd.DataFrame, column: str,
     ids = interactions[column]
     unknown = pd.unique(ids[~ids.isin(table[column])])
     if len(unknown):
-        raise DataError(f"{origin}: {len(unknown)} {label!r} value(s) in the interactions are missing from "
-                        f"{table_path}, e.g. {examples(unknown)}; every {label} needs a row there{hint}")
+        events = int((~ids.isin(table[column])).sum())
+        fix = ("; add their rows, or set data.files.unknown_users: drop to leave their events out (they are counted "
+               "in run.json)" if column == USER_ID else "")
+        raise DataError(f"{origin}: {len(unknown)} {label!r} value(s) in {events:,} of the {len(ids):,} interactions "
+                        f"are missing from {table_path}, e.g. {examples(unknown)}; every {label} needs a row "
+                        f"there{fix}{hint}")
 
 
 def _whole_number_ids(ids: pd.Series) -> pd.Series:

@@ -8,6 +8,7 @@ logged item ``r_hat_e = r_hat(x_e, a_e)`` and the direct-method term ``D_e = sum
 Every estimator is written as a function of column sums: ``columns`` gives per-event columns and ``combine``
 maps their sums (or weighted sums, for a bootstrap resample) to the estimate.  So one code path gives the
 point estimate, the delta-method standard error and the bootstrap draws that paired differences need.
+``click_coefficients`` gives the ``c_e`` of its clicks' part ``sum_e c_e r_e`` (for the interval's gamma part).
 
 The estimators are unbiased (IPS, DR) or consistent (SNIPS, SNDR) for the policy's value when every item the
 policy may choose had a positive logging propensity; Switch-DR trades a bias for variance on events with
@@ -34,7 +35,6 @@ class LoggedFeedback:
     target: np.ndarray  # pi(a_e | x_e)
     reward_hat: np.ndarray  # r_hat(x_e, a_e)
     direct: np.ndarray  # D_e
-    square_norm: np.ndarray  # sum_a pi(a | x_e)^2
     n_contexts: int
     reward_scale: RewardScale = field(default=CLICKS, kw_only=True)  # the range intervals stay in (rewards.py)
 
@@ -68,6 +68,17 @@ class Estimator:
 
     def estimate(self, data: LoggedFeedback) -> float:
         return float(self.combine(self.columns(data).sum(axis=0)))
+
+    def weights(self, data: LoggedFeedback) -> np.ndarray:
+        """The weight each event's reward gets (``w_e``; Switch-DR: 0 above ``tau``)."""
+        return data.weight
+
+    def click_coefficients(self, data: LoggedFeedback) -> np.ndarray | None:
+        """``c_e`` with the estimate's rewarded part equal to ``sum_e c_e r_e``: the weights over their
+        normaliser (the event count, or the weights' sum when self-normalised)."""
+        weights = self.weights(data)
+        total = weights.sum() if self.self_normalised else len(weights)
+        return weights / total if total > 0 else None
 
     def dropped(self, data: LoggedFeedback) -> float:
         """An unbiased estimate of the bias the estimator accepts by design (0 for all but Switch-DR)."""
@@ -132,9 +143,11 @@ class SwitchDR(Estimator):
     def __init__(self, tau: float):
         self.tau = tau
 
+    def weights(self, data: LoggedFeedback) -> np.ndarray:
+        return np.where(data.weight <= self.tau, data.weight, 0.0)
+
     def columns(self, data: LoggedFeedback) -> np.ndarray:
-        weight = data.weight
-        kept = np.where(weight <= self.tau, weight, 0.0)
+        kept = self.weights(data)
         return np.column_stack([data.direct + kept * (data.reward - data.reward_hat), np.ones(len(data.reward))])
 
     def dropped(self, data: LoggedFeedback) -> float:

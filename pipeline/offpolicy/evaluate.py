@@ -29,9 +29,12 @@ from pipeline.offpolicy.target import TargetTerms
 from pipeline.uncertainty import Bootstrap
 
 OBSERVED = "observed"
-OFF_POLICY_COLUMNS = ["policy", "fold", "k", "estimator", "value", "low", "high", "se", "matched_events",
-                      "effective_sample_size", "max_weight", "max_weight_share", "unsupported_share", "reliable",
-                      "flag", "reward_model", "target"]
+OFF_POLICY_COLUMNS = ["policy", "fold", "k", "estimator", "value", "low", "high", "se", "raw_value", "bias",
+                      "matched_events", "effective_sample_size", "max_weight", "max_weight_share", "mean_weight",
+                      "mean_weight_low", "mean_weight_high", "effective_clicks", "unsupported_share", "reliable", "flag",
+                      "reward_model", "target"]
+DIAGNOSTICS = ["matched_events", "effective_sample_size", "max_weight", "max_weight_share", "mean_weight",
+               "mean_weight_low", "mean_weight_high", "effective_clicks", "unsupported_share", "reliable", "flag"]
 
 
 @dataclass
@@ -63,7 +66,7 @@ class LoggedTestEvents:
 
     def feedback(self, terms: TargetTerms) -> LoggedFeedback:
         return LoggedFeedback(self.context, self.reward, self.propensity, terms.probability, self.reward_hat,
-                              terms.direct, terms.square_norm, len(self.context_ids), reward_scale=self.reward_scale)
+                              terms.direct, len(self.context_ids), reward_scale=self.reward_scale)
 
 
 def policy_estimates(targets: dict[int, TargetTerms], logged: LoggedTestEvents, config: OffPolicyConfig,
@@ -89,8 +92,7 @@ def logging_policy_estimates(logged: LoggedTestEvents, config: OffPolicyConfig, 
     """The logging policy's observed click rate (its value on its own log, for every k: it shows one item)."""
     n = len(logged.reward)
     data = LoggedFeedback(logged.context, logged.reward, logged.propensity, logged.propensity, logged.reward_hat,
-                          logged.reward_hat, logged.propensity, len(logged.context_ids),
-                          reward_scale=logged.reward_scale)
+                          logged.reward_hat, len(logged.context_ids), reward_scale=logged.reward_scale)
     result = estimate(IPS(), data, bootstrap, logged.context_ids, f"{LOGGING}/{OBSERVED}")
     diagnostics = overlap(data, np.zeros(n), config)
     rows = [off_policy_row(LOGGING, fold, k, OBSERVED, result, diagnostics, "none", "the logged items") for k in ks]
@@ -101,9 +103,8 @@ def logging_policy_estimates(logged: LoggedTestEvents, config: OffPolicyConfig, 
 def off_policy_row(policy: str, fold: int, k: int, name: str, result, diagnostics: dict, reward_model: str,
                    method: str) -> tuple:
     """One row of ``OFF_POLICY_COLUMNS``."""
-    return (policy, fold, k, name, result.value, result.low, result.high, result.se, diagnostics["matched_events"],
-            diagnostics["effective_sample_size"], diagnostics["max_weight"], diagnostics["max_weight_share"],
-            diagnostics["unsupported_share"], diagnostics["reliable"], diagnostics["flag"], reward_model, method)
+    return (policy, fold, k, name, result.value, result.low, result.high, result.se, result.raw_value, result.bias,
+            *(diagnostics[column] for column in DIAGNOSTICS), reward_model, method)
 
 
 def summarise_against_truth(estimates: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:

@@ -1,8 +1,8 @@
 """Policies from outside: evaluate a policy the user runs elsewhere from its action probabilities on the log.
 
-As Open Bandit Pipeline evaluates an action distribution, the user gives, for every logged test event, the
-probability that the policy would have shown each item (``evaluation.external_policies.NAME.file``), one row
-per (event, item[, position]):
+The user gives, for every logged test event, the probability that the policy would have shown each item in
+each slot (``evaluation.external_policies.NAME.file``; Open Bandit Pipeline's ``action_dist``, one row per
+(event, item[, position])):
 
 - ``row``: the logged event, as the data row of the interactions file (row 1 = first data row; with separate
   ``train``/``test`` files, the row of the test file);
@@ -11,8 +11,16 @@ per (event, item[, position]):
 - ``probability`` (``rule: probabilities``), or ``score`` turned into probabilities by ``rule: argmax``
   (ties share) or ``rule: softmax`` (``exp(score / temperature)``, normalised).
 
-Probabilities of an (event, position) must sum to 1.  The top-k list's value needs positions 0..k-1 (the slot
-average ``mu_k``); with fewer, the policy has a first-item estimate only.
+Probabilities of an (event, position) must sum to 1.  What is estimated:
+
+- on a one-item log, the policy's first item and its top-k list (the slot average ``mu_k`` of positions
+  0..k-1, as for the policies run here); without positions up to k-1 it has a first-item estimate only, and the
+  decision says it is missing;
+- on a slate log, the top slot's rows give the same first-item and list estimates, and every row is weighted by
+  the probability the file gives its logged item *at the row's own slot* (``external_slate_terms``), which is
+  OBP's IPW with a ``position`` (``action_dist[i, a_i, position_i] / pscore_i``): the slate estimators that need
+  only slot probabilities (IIPS and SN-IIPS, and PI under uniform logging) estimate its clicks per slot.  SIPS
+  and RIPS need whole-slate and prefix probabilities, which per-slot marginals do not determine.
 """
 
 from __future__ import annotations
@@ -22,10 +30,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.config import ExternalPolicyConfig
+from pipeline.config import ExternalPolicyConfig, OffPolicyConfig
 from pipeline.data.dataset import CONTEXT_ID, EVENT_ID, ITEM_ID, Dataset
 from pipeline.data.files import read_table, row_label
 from pipeline.errors import DataError, examples
+from pipeline.offpolicy.evaluate import LoggedTestEvents, policy_estimates
+from pipeline.offpolicy.slate import LoggedSlates, SlateTerms, slate_estimates
+from pipeline.uncertainty import Bootstrap
 from pipeline.offpolicy.target import TargetTerms
 
 SUM_TOLERANCE = 1e-3
@@ -48,8 +59,8 @@ def load_external_policy(name: str, config: ExternalPolicyConfig, dataset: Datas
         raise DataError(f"{key}: column {value_column!r} of {config.file} must hold {what}; {row_label(bad.index[0])} "
                         f"holds {_shown(bad[value_column].iloc[0])} ({len(bad)} such row(s))")
     rows = pd.to_numeric(frame["row"], errors="coerce")
-    offset = first_row_event(dataset)
-    n_rows = len(dataset.interactions) - offset
+    offset = dataset.first_row_event
+    n_rows = dataset.file_rows if dataset.file_rows is not None else len(dataset.interactions) - offset
     wrong = frame[rows.isna() | (rows < 1) | (rows > n_rows) | (rows % 1 != 0)]
     if len(wrong):
         raise DataError(f"{key}: column 'row' of {config.file} must name data rows 1 to {n_rows} of "
@@ -66,7 +77,7 @@ def load_external_policy(name: str, config: ExternalPolicyConfig, dataset: Datas
     if positions.isna().any() or (positions < 0).any():
         bad_position = frame.index[positions.isna() | (positions < 0)][0]
         raise DataError(f"{key}: column 'position' of {config.file} must hold 0, 1, ... ({row_label(bad_position)})")
-    out = pd.DataFrame({EVENT_ID: dataset.interactions[EVENT_ID].to_numpy()[(rows.astype(int) - 1 + offset).to_numpy()],
+    out = pd.DataFrame({EVENT_ID: (rows.astype(int) - 1 + offset).to_numpy(),  # event ids are the rows as read
                         ITEM_ID: items.to_numpy(), "position": positions.astype(int).to_numpy(),
                         "value": values.to_numpy(), "row": rows.astype(int).to_numpy()})
     out["probability"] = _probabilities(out, config)
@@ -83,11 +94,6 @@ def load_external_policy(name: str, config: ExternalPolicyConfig, dataset: Datas
 def _shown(value) -> str:
     """A cell's value for a message: plain (``2.5``, not ``np.float64(2.5)``), or that the cell is empty."""
     return "an empty cell" if pd.isna(value) else examples([value])
-
-
-def first_row_event(dataset: Dataset) -> int:
-    """The event id of row 1 of the file users count rows in (the test file when train and test are separate)."""
-    return 0 if dataset.test_mask is None else int((~dataset.test_mask).sum())
 
 
 def _probabilities(frame: pd.DataFrame, config: ExternalPolicyConfig) -> np.ndarray:
@@ -122,11 +128,51 @@ def external_target_terms(probabilities: pd.DataFrame, test: pd.DataFrame, ks: l
         mu = slot.rename("mu").reset_index()
         mu["r_hat"] = reward_model.predict(context_of.loc[mu[EVENT_ID]].to_numpy(), mu[ITEM_ID].to_numpy())
         mu["unsupported"] = ~mu[ITEM_ID].isin(logged_items)
-        per_event = mu.assign(direct=mu["mu"] * mu["r_hat"], square=mu["mu"] ** 2,
-                              off=mu["mu"] * mu["unsupported"]).groupby(EVENT_ID)[["direct", "square", "off"]].sum()
+        per_event = mu.assign(direct=mu["mu"] * mu["r_hat"],
+                              off=mu["mu"] * mu["unsupported"]).groupby(EVENT_ID)[["direct", "off"]].sum()
         at_logged = test[[EVENT_ID, ITEM_ID]].merge(mu[[EVENT_ID, ITEM_ID, "mu"]], on=[EVENT_ID, ITEM_ID], how="left")
         events = per_event.reindex(test[EVENT_ID].to_numpy())
         out[k] = TargetTerms(k, at_logged["mu"].fillna(0.0).to_numpy(), events["direct"].to_numpy(),
-                             events["square"].to_numpy(), events["off"].to_numpy(),
+                             events["off"].to_numpy(),
                              f"action probabilities from {source}")
     return out
+
+
+def external_slate_terms(probabilities: pd.DataFrame, test: pd.DataFrame, slots: np.ndarray, logged_items: set,
+                         name: str, source: str, first_row_event: int = 0) -> SlateTerms:
+    """The external policy's ``SlateTerms`` on a slate log's test rows (``test``: ``event_id, item_id`` rows;
+    ``slots``: their 0-based slots): each row's item at its own slot, anywhere in the list (the sum over the
+    file's positions below the log's slots) and the slot's mass on items the log never shows."""
+    n_slots = int(slots.max()) + 1 if len(slots) else 0
+    rows = probabilities[probabilities[EVENT_ID].isin(test[EVENT_ID]) & (probabilities["position"] < n_slots)]
+    slot_of = pd.Series(slots, index=test[EVENT_ID].to_numpy())
+    covered = rows[rows["position"].to_numpy() == slot_of.reindex(rows[EVENT_ID]).to_numpy()]
+    missing = test.loc[~test[EVENT_ID].isin(covered[EVENT_ID]), EVENT_ID]
+    if len(missing):
+        raise DataError(f"evaluation.external_policies.{name}.file: {source} gives no probabilities at their own slot "
+                        f"(position = the row's position - 1) for {len(missing)} of the {len(test)} test rows of this "
+                        f"fold, e.g. rows {examples(missing + 1 - first_row_event)}; on a slate log every test row "
+                        "needs the policy's probabilities at its slot")
+    keys = [EVENT_ID, ITEM_ID]
+    at_slot = test[keys].merge(covered[keys + ["probability"]], on=keys, how="left")["probability"]
+    listed = test[keys].merge(rows.groupby(keys, as_index=False)["probability"].sum(), on=keys, how="left")
+    off = covered.assign(off=covered["probability"] * ~covered[ITEM_ID].isin(logged_items)).groupby(EVENT_ID)["off"]
+    return SlateTerms(at_slot.fillna(0.0).to_numpy(), off.sum().reindex(test[EVENT_ID]).fillna(0.0).to_numpy(),
+                      listed["probability"].fillna(0.0).to_numpy(), f"slot probabilities from {source}")
+
+
+def external_estimates(name: str, probabilities: pd.DataFrame, test: pd.DataFrame, logged: LoggedTestEvents,
+                       slates: LoggedSlates | None, top_slot: np.ndarray | None, ks: list[int],
+                       settings: OffPolicyConfig, n_items: int, bootstrap: Bootstrap | None, fold: int, source: str,
+                       first_row_event: int) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Every estimate of one external policy on one fold (``test``: the fold's ``event_id, context_id, item_id``
+    test rows; ``top_slot``: on a slate log, the mask of the rows the one-item estimators read)."""
+    listed_rows = test if top_slot is None else test[top_slot].reset_index(drop=True)
+    targets = external_target_terms(probabilities, listed_rows, ks, logged.reward_model, logged.logged_items, name,
+                                    source, first_row_event)
+    rows, draws = policy_estimates(targets, logged, settings, n_items, bootstrap, name, fold)
+    if slates is None:
+        return rows, draws
+    terms = external_slate_terms(probabilities, test, slates.slot, slates.logged_items, name, source, first_row_event)
+    slate_rows, slate_draws = slate_estimates(terms, slates, settings, bootstrap, name, fold)
+    return pd.concat([rows, slate_rows], ignore_index=True), {**draws, **slate_draws}

@@ -12,8 +12,12 @@ column groups the rows of one impression.  Notation for impression ``i`` with sl
 and the evaluated policy's, ``pi(a at k | x)``, ``pi(s | x)`` and ``pi(a_1..a_k | x)`` (``slate_target.py``;
 the policy's slate is its top-L list).
 
-**Estimand**: the slate's click rate per slot, ``V = (1/L) sum_k E_x E_{s ~ pi(x)} r_k(x, s)`` (Open Bandit
-Pipeline's slate value divided by ``L``, so it lies in [0, 1] like every other rate here).
+**Estimand**: the slate's click rate per slot, ``V = (1/L) sum_k E_x E_{s ~ pi(x)} r_k(x, s)``, a rate in
+[0, 1] like every other here.  On complete slates (every impression shows all ``L`` slots) it is Open Bandit
+Pipeline's slate value divided by ``L``, and IIPS equals OBP's IPW over rows (each row weighted by the
+probability at its own slot, averaged over all rows); where slots hold different numbers of rows (a random
+subset of rows, as in the Open Bandit Dataset sample) OBP's row average weights each slot by its share of rows,
+and the per-slot average here is the unbiased estimate of ``V``.
 
 Every estimator here weights each row by ``w_ik`` and averages per slot, ``V = (1/L) sum_k [sum_{i} w_ik r_ik /
 N_k]`` (``N_k``: rows at slot k), or, self-normalised, ``(1/L) sum_k [sum_i w_ik r_ik / sum_i w_ik]``.  The
@@ -34,7 +38,7 @@ weights, and what each needs to be unbiased (Open Bandit Pipeline's definitions;
   negative; ``(m-1) sum_k pi(a_ik at k) + 2 - L`` when ``L = m``).  It is not computed when the propensities
   vary;
 - **SN-SIPS**, **SN-IIPS**, **SN-RIPS**: the self-normalised versions (consistent, not unbiased); their
-  intervals reach at least as far as their unnormalised twins' (``_at_least_as_wide``).
+  intervals reach at least as far as their unnormalised twins' (``slate_estimates``).
 
 Intervals, draws and overlap diagnostics are those of the one-item estimators (``intervals.py``,
 ``diagnostics.py``), with the bootstrap over test contexts (an impression's rows share one context when they
@@ -43,8 +47,7 @@ are grouped by ``slate_id``).
 
 from __future__ import annotations
 
-import zlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
@@ -56,8 +59,8 @@ from pipeline.evaluation import LOGGING
 from pipeline.offpolicy.diagnostics import overlap
 from pipeline.offpolicy.estimators import Estimator, LoggedFeedback
 from pipeline.offpolicy.evaluate import OBSERVED, OFF_POLICY_COLUMNS, off_policy_row
-from pipeline.offpolicy.intervals import Estimate, estimate, widen
-from pipeline.uncertainty import Z_95, Bootstrap
+from pipeline.offpolicy.intervals import estimate
+from pipeline.uncertainty import Bootstrap
 
 OBSERVED_SLATE = "observed_slate"  # the logging policy's per-slot click rate on its own slates
 
@@ -135,6 +138,14 @@ class SlateEstimator(Estimator):
         with np.errstate(invalid="ignore", divide="ignore"):
             return (sums[..., 0::2] / sums[..., 1::2]).mean(axis=-1)  # NaN if any slot has nothing to divide by
 
+    def click_coefficients(self, data: SlateFeedback) -> np.ndarray | None:
+        """``w_ik / (L d_k)``, ``d_k`` the slot's divisor (its rows, or its weights' sum when self-normalised)."""
+        weight = data.weight
+        divisor = np.bincount(data.slot, weights=weight if self.self_normalised else None, minlength=data.n_slots)
+        if (divisor <= 0).any():
+            return None
+        return weight / (data.n_slots * divisor[data.slot])
+
 
 class SIPS(SlateEstimator):
     """Standard slate IPS: ``w_ik = pi(s_i | x_i) / mu(s_i | x_i)``."""
@@ -155,7 +166,10 @@ class RIPS(SlateEstimator):
 
 
 class PI(SlateEstimator):
-    """Pseudoinverse: ``w_ik = W_i = sum_j pi(a_ij at j | x_i) / mu(a_ij at j | x_i) - (L - 1)`` for every slot."""
+    """Pseudoinverse: every slot's row weighted by its impression's ``W_i = q^T Gamma^+ 1_{s_i}``, under logging
+    uniform over the slates of ``m`` items without repeats: ``W_i = (m-1) sum_j pi(a_ij at j | x_i) + (m-1)/(m-L)
+    sum_j pi(a_ij in the list | x_i) - (L-1) m/(m-L)`` (``pseudoinverse_weights``; the often-quoted
+    ``sum_j pi(a_ij at j) / mu(a_ij at j) - (L - 1)`` is exact only for slot-independent logging, and biased here)."""
 
     name, weighting = "PI", "pseudoinverse"
 
@@ -187,14 +201,11 @@ class SlateTerms:
     """The evaluated policy's probabilities at the logged rows (``slate_target.py``), per row."""
 
     slot: np.ndarray  # pi(a_ik at k | x_i)
-    slot_square: np.ndarray  # sum_a pi(a at k | x_i)^2
     unsupported: np.ndarray  # pi's probability at slot k on items the log never shows
     listed: np.ndarray  # pi(a_ik anywhere in the list | x_i)
     method: str
     cascade: np.ndarray | None = None  # pi(a_i1..a_ik | x_i)   (grouped logs only)
-    cascade_square: np.ndarray | None = None  # sum over prefixes t of length k of pi(t | x_i)^2
     slate: np.ndarray | None = None  # pi(s_i | x_i), on each row of the impression
-    slate_square: np.ndarray | None = None
 
 
 def observed_name(estimator: str) -> str:
@@ -219,19 +230,24 @@ def missing_input(estimator: type[SlateEstimator], logged: LoggedSlates) -> str 
     return None
 
 
+def has_terms(estimator: type[SlateEstimator], terms: SlateTerms) -> bool:
+    """Whether the policy's probabilities include what the estimator weights by (a policy given by its slot
+    probabilities alone has no whole-slate or prefix probabilities)."""
+    return {"slate": terms.slate, "cascade": terms.cascade}.get(estimator.weighting, terms.slot) is not None
+
+
 def slate_feedback(estimator: type[SlateEstimator], logged: LoggedSlates, terms: SlateTerms) -> SlateFeedback:
-    """The rows with the estimator's weight as ``target / propensity`` (and the matching square norm)."""
+    """The rows with the estimator's weight as ``target / propensity``."""
     if estimator.weighting == "slot":
-        target, propensity, square = terms.slot, logged.propensity, terms.slot_square
+        target, propensity = terms.slot, logged.propensity
     elif estimator.weighting == "slate":
-        target, propensity, square = terms.slate, logged.slate_propensity, terms.slate_square
+        target, propensity = terms.slate, logged.slate_propensity
     elif estimator.weighting == "cascade":
-        target, propensity, square = terms.cascade, logged.cascade_propensity, terms.cascade_square
+        target, propensity = terms.cascade, logged.cascade_propensity
     else:
         target, propensity = pseudoinverse_weights(logged, terms), np.ones(len(logged.slot))
-        square = np.bincount(logged.slate, weights=terms.slot_square / logged.propensity)[logged.slate]
     return SlateFeedback(logged.context, logged.reward, propensity, target, np.zeros(len(target)),
-                         np.zeros(len(target)), square, len(logged.context_ids), logged.slot, logged.n_slots)
+                         np.zeros(len(target)), len(logged.context_ids), logged.slot, logged.n_slots)
 
 
 def pseudoinverse_weights(logged: LoggedSlates, terms: SlateTerms) -> np.ndarray:
@@ -250,15 +266,16 @@ def slate_estimates(terms: SlateTerms, logged: LoggedSlates, config: OffPolicyCo
     """Every slate estimator this log supports, for one policy: rows at ``k = L`` and draws by label."""
     rows, draws, k, unnormalised = [], {}, logged.n_slots, {}
     for estimator in SLATE_ESTIMATORS.values():
-        if missing_input(estimator, logged) is not None:
+        if missing_input(estimator, logged) is not None or not has_terms(estimator, terms):
             continue
         data = slate_feedback(estimator, logged, terms)
         diagnostics = overlap(data, terms.unsupported, config)
-        label = f"{policy}/{estimator.name}@{k}"
-        result = estimate(estimator(), data, bootstrap, logged.context_ids, label)
-        if estimator.self_normalised:
-            result = _at_least_as_wide(result, unnormalised[estimator.weighting], bootstrap, label)
-        else:
+        # A self-normalised estimate's interval also covers its unnormalised twin's: with few matched
+        # impressions, self-normalising can settle on the wrong value (an epsilon-greedy policy whose greedy slate
+        # is never logged gets the value of its uniform part) with a narrow interval on many equal weights.
+        twin = unnormalised.get(estimator.weighting) if estimator.self_normalised else None
+        result = estimate(estimator(), data, bootstrap, logged.context_ids, f"{policy}/{estimator.name}@{k}", twin)
+        if not estimator.self_normalised:
             unnormalised[estimator.weighting] = result
         rows.append(off_policy_row(policy, fold, k, estimator.name, result, diagnostics, "none", terms.method))
         if result.draws is not None:
@@ -266,24 +283,11 @@ def slate_estimates(terms: SlateTerms, logged: LoggedSlates, config: OffPolicyCo
     return pd.DataFrame(rows, columns=OFF_POLICY_COLUMNS), draws
 
 
-def _at_least_as_wide(result: Estimate, unnormalised: Estimate, bootstrap: Bootstrap | None, label: str) -> Estimate:
-    """A self-normalised estimate's interval stretched to cover its unnormalised twin's.  With few matched
-    impressions, self-normalising can settle on the wrong value (an epsilon-greedy policy whose greedy slate is
-    never logged gets the value of its uniform part) with a Wilson interval on a large effective sample size:
-    SN-SIPS covered the truth in 82% of cases before this (``python -m bench.decision --shops slates``)."""
-    low, high = min(result.low, unnormalised.low), max(result.high, unnormalised.high)
-    se = max(result.se, (high - low) / (2 * Z_95)) if np.isfinite(result.se) else result.se
-    draws = result.draws
-    if draws is not None and np.isfinite(se):
-        draws = widen(draws, result.value, se, seed=[bootstrap.seed, zlib.crc32(label.encode()), 1])
-    return replace(result, low=low, high=high, se=se, draws=draws)
-
-
 def logging_slate_estimate(logged: LoggedSlates, config: OffPolicyConfig, bootstrap: Bootstrap | None, fold: int
                            ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """The logging policy's per-slot click rate on its own slates (every weight 1), estimator ``observed_slate``."""
     n, k = len(logged.reward), logged.n_slots
-    data = SlateFeedback(logged.context, logged.reward, np.ones(n), np.ones(n), np.zeros(n), np.zeros(n), np.ones(n),
+    data = SlateFeedback(logged.context, logged.reward, np.ones(n), np.ones(n), np.zeros(n), np.zeros(n),
                          len(logged.context_ids), logged.slot, k)
     result = estimate(IIPS(), data, bootstrap, logged.context_ids, f"{LOGGING}/{OBSERVED_SLATE}")
     row = off_policy_row(LOGGING, fold, k, OBSERVED_SLATE, result, overlap(data, np.zeros(n), config), "none",

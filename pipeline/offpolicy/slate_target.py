@@ -14,9 +14,7 @@ With ``m`` arms and ``U_k = 1 / (m (m-1) ... (m-k+1))`` (a uniform list's probab
 - ``pi(a at k | x) = (1 - eps) f_k(a) + eps / m``, ``f_k`` the share of the drawn lists with ``a`` at slot k
   (and ``pi(a in the list | x) = (1 - eps) sum_k f_k(a) + eps L / m``);
 - ``pi(a_1..a_k | x) = (1 - eps) g_k(a_1..a_k) + eps U_k`` (the prefix has distinct arms), ``g_k`` the share of
-  drawn lists that start with it; the whole slate is the prefix of length L;
-- the square norms the interval floor needs, ``sum pi^2 = (1 - eps)^2 sum f^2 + 2 (1 - eps) eps U + eps^2 U``
-  (``U = 1/m`` for one slot), with ``sum f^2`` the share of pairs of drawn lists that agree there.
+  drawn lists that start with it; the whole slate is the prefix of length L.
 """
 
 from __future__ import annotations
@@ -29,7 +27,7 @@ from pipeline.offpolicy.slate import LoggedSlates, SlateTerms
 from pipeline.offpolicy.target import MONTE_CARLO_CELLS, scorer_kind
 from pipeline.scoring import ScoringInput, top_k
 
-CHUNK_CELLS = 2_000_000  # contexts x draws x draws x slots held at once
+CHUNK_CELLS = 2_000_000  # contexts x draws x slots held at once
 
 
 def slate_target_terms(recommendations: pd.DataFrame, scorer, inputs: ScoringInput | None, logged: LoggedSlates,
@@ -82,13 +80,13 @@ def _terms(draw, arms: pd.Index, explore: float, method: str, logged: LoggedSlat
     arm = arms.get_indexer(logged.item)
     unlogged = ~arms.isin(list(logged.logged_items))
     uniform_prefix = np.cumprod(1.0 / (m - np.arange(n_slots)))  # U_k for prefixes of length k + 1
-    slot = {name: np.zeros(n_rows) for name in ("slot", "slot_square", "unsupported", "listed")}
-    cascade = {name: np.zeros(n_rows) for name in ("cascade", "cascade_square")} if logged.grouped else {}
+    slot = {name: np.zeros(n_rows) for name in ("slot", "unsupported", "listed")}
+    cascade = {"cascade": np.zeros(n_rows)} if logged.grouped else {}
     if logged.grouped:
         slate_arms = arms.get_indexer(logged.slate_items.ravel()).reshape(logged.slate_items.shape)
         valid_prefix = _valid_prefixes(slate_arms)
     keep = 1.0 - explore
-    chunk = max(1, CHUNK_CELLS // max(n_draws * n_draws * n_slots, 1))
+    chunk = max(1, CHUNK_CELLS // max(n_draws * n_slots, 1))
     n_contexts = len(logged.context_ids)
     for start in range(0, n_contexts, chunk):
         stop = min(start + chunk, n_contexts)
@@ -102,8 +100,6 @@ def _terms(draw, arms: pd.Index, explore: float, method: str, logged: LoggedSlat
         listed = (lists[local] == arm[rows, None, None]).any(axis=2) & (arm[rows, None] >= 0)
         slot["listed"][rows] = keep * (listed.mean(axis=1) if has_list else 0.0) \
             + explore * (arm[rows] >= 0) * n_slots / m
-        agree = _pair_agreement(lists)  # (contexts, slots): share of pairs of drawn lists equal at slot k
-        slot["slot_square"][rows] = keep ** 2 * agree["slot"][local, k] + (2 * keep * explore + explore ** 2) / m
         slot["unsupported"][rows] = keep * (np.where(at_slot >= 0, unlogged[at_slot], False).mean(axis=1)
                                             if has_list else 0.0) + explore * unlogged.mean()
         if logged.grouped:
@@ -111,27 +107,13 @@ def _terms(draw, arms: pd.Index, explore: float, method: str, logged: LoggedSlat
             match = np.cumprod((lists[local] == slate_arms[slate][:, None, :]) & (lists[local] >= 0), axis=2)
             shares = match[np.arange(len(rows)), :, k].mean(axis=1) if has_list else 0.0
             cascade["cascade"][rows] = keep * shares + explore * uniform_prefix[k] * valid_prefix[slate, k]
-            cascade["cascade_square"][rows] = (keep ** 2 * agree["prefix"][local, k]
-                                               + (2 * keep * explore + explore ** 2) * uniform_prefix[k])
-    terms = SlateTerms(slot["slot"], slot["slot_square"], slot["unsupported"], slot["listed"], method, **cascade)
+    terms = SlateTerms(slot["slot"], slot["unsupported"], slot["listed"], method, **cascade)
     if logged.grouped:  # the whole slate is the prefix that ends at the last slot
         last = logged.slot == n_slots - 1
         whole = np.zeros(logged.slate.max() + 1)
         whole[logged.slate[last]] = terms.cascade[last]
-        whole_square = np.zeros_like(whole)
-        whole_square[logged.slate[last]] = terms.cascade_square[last]
-        terms.slate, terms.slate_square = whole[logged.slate], whole_square[logged.slate]
+        terms.slate = whole[logged.slate]
     return terms
-
-
-def _pair_agreement(lists: np.ndarray) -> dict[str, np.ndarray]:
-    """Per context and slot: the share of (ordered) pairs of drawn lists with the same arm at the slot
-    (``sum_a f_k(a)^2``) and with the same prefix up to it (``sum_t g_k(t)^2``); 0 without lists."""
-    n, n_draws, n_slots = lists.shape
-    if n_draws == 0:
-        return {"slot": np.zeros((n, n_slots)), "prefix": np.zeros((n, n_slots))}
-    equal = (lists[:, :, None, :] == lists[:, None, :, :]) & (lists[:, :, None, :] >= 0)
-    return {"slot": equal.mean(axis=(1, 2)), "prefix": np.cumprod(equal, axis=3).mean(axis=(1, 2))}
 
 
 def _valid_prefixes(slate_arms: np.ndarray) -> np.ndarray:

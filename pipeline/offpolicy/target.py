@@ -18,8 +18,8 @@ stand-in: Random's estimate would rest on the ~1/n events whose item it happened
   over ``action_samples`` draws of the whole list per context, from the same fast scorer that ranks them;
 - policies scored by Mab2Rec's own path (no fast scorer): the list they produced, one draw (``method`` says so).
 
-Besides ``mu_k`` at the logged item, each event gets the direct-method term ``sum_a mu_k(a|x) r_hat(x, a)``,
-``sum_a mu_k(a|x)^2`` (for the variance floor) and the share of ``mu_k`` on items the log never shows.
+Besides ``mu_k`` at the logged item, each event gets the direct-method term ``sum_a mu_k(a|x) r_hat(x, a)`` and
+the share of ``mu_k`` on items the log never shows.
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ class TargetTerms:
     k: int
     probability: np.ndarray  # mu_k(a_e | x_e)
     direct: np.ndarray  # sum_a mu_k(a | x_e) r_hat(x_e, a)
-    square_norm: np.ndarray  # sum_a mu_k(a | x_e)^2
     unsupported: np.ndarray  # sum of mu_k(a | x_e) over items the log never shows
     method: str
 
@@ -88,8 +87,7 @@ def _from_lists(recommendations: pd.DataFrame, test: pd.DataFrame, k: int, rewar
         probability = np.where(n > 0, in_list / n, 0.0)  # a context without a list shows nothing
     context = per_context.reindex(events[CONTEXT_ID])
     return TargetTerms(k, probability, context["r_hat"].fillna(0.0).to_numpy(),
-                       np.where(n > 0, 1 / np.where(n > 0, n, 1), 0.0), context["unsupported"].fillna(0.0).to_numpy(),
-                       method)
+                       context["unsupported"].fillna(0.0).to_numpy(), method)
 
 
 def _dense(scorer, kind: str, inputs: ScoringInput, test: pd.DataFrame, ks: list[int], reward_model,
@@ -104,7 +102,7 @@ def _dense(scorer, kind: str, inputs: ScoringInput, test: pd.DataFrame, ks: list
     event_row = pd.Index(inputs.context_ids).get_indexer(test[CONTEXT_ID].to_numpy())
     arm_of = pd.Index(arms).get_indexer(test[ITEM_ID].to_numpy())
     unlogged = ~np.isin(arms, np.asarray(list(logged_items), dtype=object))
-    out = {k: {name: np.zeros(len(test)) for name in ("probability", "direct", "square_norm", "unsupported")}
+    out = {k: {name: np.zeros(len(test)) for name in ("probability", "direct", "unsupported")}
            for k in ks}
     rng = np.random.default_rng([seed, 17])
     chunk = max(1, CHUNK_CELLS // max(n_arms, 1))
@@ -119,7 +117,6 @@ def _dense(scorer, kind: str, inputs: ScoringInput, test: pd.DataFrame, ks: list
             logged = np.where(arm_of[events] >= 0, mu[rows, np.maximum(arm_of[events], 0)], 0.0)
             out[k]["probability"][events] = logged
             out[k]["direct"][events] = (mu * r_hat).sum(axis=1)[rows]
-            out[k]["square_norm"][events] = np.square(mu).sum(axis=1)[rows]
             out[k]["unsupported"][events] = mu[:, unlogged].sum(axis=1)[rows]
     return {k: TargetTerms(k, **values, method=method) for k, values in out.items()}
 

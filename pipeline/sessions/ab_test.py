@@ -159,7 +159,7 @@ def offline_lift(shop: Dataset, sessions: SessionConfig, control, treatment, ste
         n = len(reward)
         data = LoggedFeedback(context=np.arange(n), reward=reward, propensity=np.full(n, 1 / n_items),
                               target=(pick == action).astype(float), reward_hat=np.zeros(n), direct=np.zeros(n),
-                              square_norm=np.ones(n), n_contexts=n)
+                              n_contexts=n)
         columns.append(IPS().columns(data)[:, 0])
     difference = columns[1] - columns[0]
     per_step, se = float(difference.mean()), float(difference.std(ddof=1) / np.sqrt(len(difference)))
