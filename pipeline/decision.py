@@ -18,7 +18,7 @@ which it is the highest) and ``expected_loss`` (the mean over resamples of ``max
 logging policy):
 
 - ``ship``: exactly one policy is significantly better than the baseline and not significantly worse than any
-  other;
+  other (any other with a reliable estimate: a flagged estimate can neither win nor rule a policy out);
 - ``tie``: several are; they are indistinguishable, shipping either is fine (``policy`` is the one with the
   highest lower bound, ``tied`` lists them all), and the report says how many logged test events would separate
   the top two;
@@ -125,7 +125,8 @@ class Comparison:
         table["p_best"] = (is_best / is_best.sum(axis=0)).mean(axis=1)  # ties share the win
         table["expected_loss"] = (best - self.matrix).mean(axis=1)
         better = self.significantly_better()
-        table["not_worse_than_any"] = ~better.any(axis=0)
+        trusted = np.array([not flags.get(p) for p in self.policies])  # a flagged estimate beats nothing
+        table["not_worse_than_any"] = ~better[trusted].any(axis=0)
         if baseline is not None:
             table["better_than_baseline"] = better[:, baseline]
         table["reliable"] = [not flags.get(p) for p in self.policies]

@@ -1,6 +1,6 @@
 """Convert the Open Bandit Dataset sample into the bring-your-own layout (then run ``configs/obd.yaml``).
 
-    pip download obp==0.5.7 --no-deps --no-binary :all: -d /tmp/obp     # once, with network
+    pip download obp==0.5.7 --no-deps --no-binary :all: --ignore-requires-python -d /tmp/obp  # once, with network
     python -m scripts.open_bandit_dataset /tmp/obp/obp-0.5.7.tar.gz      # writes data/obd/
     python -m pipeline run configs/obd.yaml                             # the uniformly random log
     python -m pipeline run configs/obd.yaml --set data.files.interactions=data/obd/bts_all/interactions.csv

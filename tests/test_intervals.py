@@ -123,3 +123,40 @@ def test_the_estimator_choice_takes_the_smallest_estimated_mse():
     assert choice["estimator"] == min(expected, key=expected.get) == "SNIPS"
     assert choice["estimated_rmse"] == pytest.approx({name: np.sqrt(v) for name, v in expected.items()})
     assert "SNDR" not in choice["estimated_rmse"] and "smallest estimated root mean squared error" in choice["reason"]
+
+
+def test_one_interval_per_quantity_in_every_table(write_config, tiny_settings):
+    """A softmax-logged run decided off-policy: the decision table, off_policy_pooled.csv and (on one fold) every
+    off_policy.csv row give one interval per quantity, and each contains its value; on two folds the pooled
+    interval is the percentile interval of the fold draws averaged resample by resample."""
+    from pipeline.config import load_config
+    from pipeline.pooling import pooled_draws, with_logging_draws
+    from pipeline.runner import run_pipeline
+
+    tiny_settings["data"]["synthetic"]["logging"] = "softmax"
+    tiny_settings["policies"] = {"Random": {"learning_policy": "Random"}, "LinUCB": {"learning_policy": "LinUCB"},
+                                 "LinGreedy": {"learning_policy": "LinGreedy"}}
+    tiny_settings["evaluation"]["decision"] = {"metric": "off_policy"}
+    for split in ({"method": "temporal"}, {"method": "kfold", "n_folds": 2}):
+        tiny_settings["split"] = split
+        outcome = run_pipeline(load_config(write_config(tiny_settings)), progress=False)
+        rows = pd.read_csv(outcome.path / "off_policy.csv")
+        pooled = pd.read_csv(outcome.path / "off_policy_pooled.csv")
+        for frame in (rows, pooled):
+            defined = frame[frame["value"].notna()]
+            assert ((defined["low"] <= defined["value"]) & (defined["value"] <= defined["high"])).all()
+        name, k = outcome.decision["metric"].split("@")
+        table = pd.read_csv(outcome.path / "decision.csv").set_index("policy")
+        at_k = pooled[(pooled["k"] == int(k)) & pooled["estimator"].isin([name, "observed"])].set_index("policy")
+        assert table[["value", "low", "high"]].to_numpy() == pytest.approx(
+            at_k.loc[table.index, ["value", "low", "high"]].to_numpy(), abs=1e-6)
+        if split["method"] == "temporal":
+            merged = rows.merge(pooled, on=["policy", "k", "estimator"], suffixes=("", "_pooled"))
+            merged = merged[merged["value"].notna()]
+            assert merged[["low", "high"]].to_numpy() == pytest.approx(
+                merged[["low_pooled", "high_pooled"]].to_numpy(), abs=1e-6)  # float32 draws
+        else:
+            draws = pd.read_parquet(outcome.path / "draws.parquet")
+            mean = pooled_draws(with_logging_draws(draws, f"{name}@{k}"), f"{name}@{k}").loc["LinUCB"].to_numpy()
+            assert at_k.loc["LinUCB", ["low", "high"]].to_numpy(float) == pytest.approx(
+                np.clip(np.percentile(mean, [2.5, 97.5]), 0, 1), abs=1e-6)
