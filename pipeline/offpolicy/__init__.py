@@ -3,8 +3,11 @@
 - ``target``: the evaluated policy's action probabilities (first item and top-k list) at the logged items;
 - ``reward_model``: the cross-fitted ``r_hat`` of the DR-type estimators;
 - ``estimators``: IPS, SNIPS, DR, SNDR, Switch-DR, one class each (``ESTIMATORS`` is the registry);
-- ``intervals``: standard errors, 95% intervals and bootstrap draws, for every estimator alike;
-- ``diagnostics``: overlap (matched events, effective sample size, largest weight, unsupported choices);
+- ``intervals``: 95% intervals (a t-interval on the delta method's standard error joined with a gamma interval of
+  the weighted clicks), standard errors and bootstrap draws, for every estimator alike;
+- ``diagnostics``: overlap (matched events, effective sample size, largest weight, mean weight, effective clicks,
+  unsupported choices) and the reliability flags;
+- ``selection``: the decision's estimator when ``decision.estimator: auto`` (smallest estimated MSE);
 - ``evaluate``: the rows a policy task writes, the logging policy's own row, and the summary against the truth;
 - ``slate`` and ``slate_target``: logs with several slots per impression (SIPS, IIPS, RIPS, PI and the
   self-normalised versions), the policy's slot, prefix and slate probabilities.

@@ -56,6 +56,7 @@ class Estimator:
     name: ClassVar[str]
     uses_reward_model: ClassVar[bool] = False
     self_normalised: ClassVar[bool] = False
+    unnormalised: ClassVar[str | None] = None  # a self-normalised estimator's twin, whose interval it covers
 
     def columns(self, data: LoggedFeedback) -> np.ndarray:
         raise NotImplementedError
@@ -99,6 +100,7 @@ class SNIPS(Estimator):
 
     name = "SNIPS"
     self_normalised = True
+    unnormalised = "IPS"
 
     def columns(self, data: LoggedFeedback) -> np.ndarray:
         return np.column_stack([data.weight * data.reward, data.weight])
@@ -120,6 +122,7 @@ class SNDR(Estimator):
     name = "SNDR"
     uses_reward_model = True
     self_normalised = True
+    unnormalised = "DR"
 
     def columns(self, data: LoggedFeedback) -> np.ndarray:
         return np.column_stack([data.direct, np.ones(len(data.reward)), data.weight * (data.reward - data.reward_hat),

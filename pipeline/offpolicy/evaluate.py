@@ -77,8 +77,13 @@ def policy_estimates(targets: dict[int, TargetTerms], logged: LoggedTestEvents, 
     for k, terms in targets.items():
         data = logged.feedback(terms)
         diagnostics = overlap(data, terms.unsupported, config)
+        results = {}
         for estimator in make_estimators(n_items, config.switch_tau_per_item):
-            result = estimate(estimator, data, bootstrap, logged.context_ids, f"{policy}/{estimator.name}@{k}")
+            # A self-normalised estimate's interval also covers its unnormalised twin's (SNIPS: IPS's, SNDR: DR's):
+            # normalising by weights that missed the large ones can settle on a wrong value with a narrow interval.
+            twin = results.get(estimator.unnormalised) if estimator.unnormalised else None
+            result = estimate(estimator, data, bootstrap, logged.context_ids, f"{policy}/{estimator.name}@{k}", twin)
+            results[estimator.name] = result
             rows.append(off_policy_row(policy, fold, k, estimator.name, result, diagnostics,
                              logged.reward_model.description if estimator.uses_reward_model else "none",
                              terms.method))
@@ -113,10 +118,10 @@ def summarise_against_truth(estimates: pd.DataFrame, truth: pd.DataFrame) -> pd.
     ``estimates``: rows of ``policy_estimates`` with a ``seed`` column; ``truth``: ``seed, fold, policy, k,
     truth`` (``true_ctr@k``).  Returns one row per (policy, k, estimator) and one ``ALL`` row per (k, estimator).
     A case without an estimate (SNIPS with no matched event) is counted apart; bias, RMSE and coverage are
-    over the cases that have one.
+    over the cases that have one; bias and RMSE use the uncut estimate (``raw_value``).
     """
     joined = estimates.merge(truth, on=["seed", "fold", "policy", "k"])
-    joined["error"] = joined["value"] - joined["truth"]
+    joined["error"] = joined["raw_value" if "raw_value" in joined else "value"] - joined["truth"]  # uncut: unbiased
     defined = joined["value"].notna()
     joined["covered"] = ((joined["low"] <= joined["truth"]) & (joined["truth"] <= joined["high"])).where(defined)
     groups = list(joined.groupby(["policy", "k", "estimator"], sort=False))

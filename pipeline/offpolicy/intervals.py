@@ -27,12 +27,15 @@ exact for rare events and negligible next to many clicks.  The effective number 
 a diagnostic of its own (``diagnostics.py``).  Checked on simulated shops against the truth
 (``python -m bench.offpolicy_coverage``; README "Off-policy estimates").
 
-Then: Switch-DR's interval reaches further by the corrections it dropped (its bias is unknown otherwise); the
-interval is cut to the reward's range ``[low, high]``, and so is the point estimate (``value``; the uncut one,
+Then: a self-normalised estimator's interval reaches its unnormalised twin's (SNIPS: IPS's, SNDR: DR's, and the
+slate ones): normalising by weights that missed the large ones can settle on a wrong value with a narrow interval
+(on the sharp shop, SNDR alone covered 86.5% of its reliable cases, and 97-98% with its twin's); Switch-DR's
+interval reaches further by the corrections it dropped (its bias is unknown otherwise); the interval is cut to the reward's range ``[low, high]``, and so is the point estimate (``value``; the uncut one,
 unbiased for IPS and DR, is ``raw_value``), so every reported interval contains its estimate.  With no
 matched event the interval is the whole range, and the self-normalised estimators are undefined (NaN).
 
-``se`` is half the width of the uncut union over 1.96: the standard error the interval stands for.
+``se`` is half the width of the uncut interval (before Switch-DR's reach) over 1.96: the standard error the
+interval stands for.
 
 **Draws** for paired differences: on each of the fold's shared Poisson bootstrap resamples the estimate is
 recomputed, and its *rank* among the resamples is kept (the pairing with other policies' draws, which see the
@@ -176,7 +179,8 @@ def estimate(estimator: Estimator, data: LoggedFeedback, bootstrap: Bootstrap | 
     """Value, 95% interval, standard error and bootstrap draws of one estimator on one policy's feedback.
 
     ``label`` names the estimate for its draws' noise; ``cover``: an estimate whose interval this one must
-    contain too (the slate module's self-normalised estimators cover their unnormalised twins')."""
+    contain too (a self-normalised estimator covers its unnormalised twin's: SNIPS IPS's, SNDR DR's, SN-IIPS
+    IIPS's, ...)."""
     scale = data.reward_scale
     sums = context_sums(estimator.columns(data), data.context, data.n_contexts)
     raw = float(estimator.combine(sums.sum(axis=0)))
@@ -192,12 +196,12 @@ def estimate(estimator: Estimator, data: LoggedFeedback, bootstrap: Bootstrap | 
     skew = skew_offsets(estimator, data)
     if skew is not None:
         low, high = min(low, raw - skew[0]), max(high, raw + skew[1])
+    if cover is not None and np.isfinite(cover.low):
+        low, high = min(low, cover.low), max(high, cover.high)
     standard_error = (high - low) / (2 * Z_95)
     dropped = estimator.dropped(data)  # Switch-DR: the interval reaches as far as the corrections it dropped
     bias = dropped if dropped else second_order_bias(sums, estimator.combine)
     low, high = low + min(dropped, 0.0), high + max(dropped, 0.0)
-    if cover is not None and np.isfinite(cover.low):
-        low, high = min(low, cover.low), max(high, cover.high)
     low, high = (float(v) for v in scale.clip([low, high]))
     return _finished(raw, low, high, standard_error, bias, sums, estimator, bootstrap, context_ids, label, scale)
 
